@@ -1,0 +1,18 @@
+"""JSON Schema of the config format, for editors' YAML language servers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evotui import __version__
+
+
+def json_schema() -> dict[str, Any]:
+    from evotui.dsl.run import RunConfig
+
+    schema = RunConfig.model_json_schema(mode="validation")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "evotui run config",
+        **schema,
+    }
