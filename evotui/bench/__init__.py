@@ -1,0 +1,1 @@
+"""Benchmarks behind ``evotui bench ...``; each returns a JSON-able dict."""

@@ -1,0 +1,1 @@
+"""torch modules built from a genome spec (see evotui.model.lm.build_model)."""
