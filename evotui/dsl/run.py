@@ -350,14 +350,18 @@ class RunConfig(Strict):
         micro = self.data.batch_size * n
         if t.global_batch_tokens is not None:
             if t.global_batch_tokens % micro:
+                near = max(1, round(t.global_batch_tokens / micro)) * micro
                 raise fail("train.global_batch_tokens", f"must be a multiple of batch_size x "
-                           f"seq_len ({micro}); e.g. {max(1, round(t.global_batch_tokens / micro)) * micro}")
+                           f"seq_len ({micro}); e.g. {near}")
             t.grad_accum = t.global_batch_tokens // micro
             t.global_batch_tokens = None
-        if t.passkey_eval_seq_len is not None and t.passkey_eval_min_distance is not None:
-            if t.passkey_eval_min_distance >= t.passkey_eval_seq_len:
-                raise fail("train.passkey_eval_min_distance",
-                           f"must be < passkey_eval_seq_len ({t.passkey_eval_seq_len})")
+        if (
+            t.passkey_eval_seq_len is not None
+            and t.passkey_eval_min_distance is not None
+            and t.passkey_eval_min_distance >= t.passkey_eval_seq_len
+        ):
+            raise fail("train.passkey_eval_min_distance",
+                       f"must be < passkey_eval_seq_len ({t.passkey_eval_seq_len})")
         return self
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from evotui import __version__
-
 
 def json_schema() -> dict[str, Any]:
     from evotui.dsl.run import RunConfig
@@ -13,6 +11,7 @@ def json_schema() -> dict[str, Any]:
     schema = RunConfig.model_json_schema(mode="validation")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "evotui run config",
         **schema,
+        "title": "evotui run config",
+        "description": "An evotui config: model genome, train, data, evolution, priors.",
     }

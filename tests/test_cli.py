@@ -1,0 +1,95 @@
+"""The validate / schema / --version commands as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+import yaml
+
+from evotui import __version__
+from tests.conftest import CONFIGS, ROOT
+
+SEED = ROOT / "configs" / "scalehop_xover-68-8a93.yaml"
+
+
+def test_version(run_cli):
+    code, out, _ = run_cli("--version")
+    assert code == 0 and out.strip() == f"evotui {__version__}"
+
+
+def test_validate_seed_json_reports_the_estimate(run_cli):
+    code, out, err = run_cli("validate", SEED, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    for key in ("params_total", "params_active", "flops_per_token", "kv_bytes_per_token"):
+        assert data[key] > 0
+    # the reference seed: 12 blocks, a ~0.5B hybrid whose MoE makes active < total
+    assert data["layers"] == 12 and data["moe_blocks"] == 3 and data["ssm_blocks"] == 3
+    assert 400e6 < data["params_active"] < data["params_total"] < 650e6
+    assert set(data["patterns"]) == {"local_global", "local_block", "dilated", "none"}
+    # 12 attention layers x 12 KV heads x 64 x (K and V) x 2 bytes
+    assert data["kv_bytes_per_token"] == 12 * 12 * 64 * 2 * 2
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_validates(run_cli, config):
+    code, out, err = run_cli("validate", config)
+    assert code == 0, err
+    assert "valid" in out.splitlines()[0]
+
+
+def test_validate_text_summary_lists_blocks(run_cli):
+    code, out, _ = run_cli("validate", ROOT / "configs" / "tiny.yaml")
+    assert code == 0
+    for word in ("params", "FLOPs/token", "KV cache", "local_global", "retro", "blocks 2..3 x2"):
+        assert word in out
+
+
+def test_schema_validates_every_config(run_cli, tmp_path):
+    target = tmp_path / "schema.json"
+    code, _, _ = run_cli("schema", "--out", target)
+    assert code == 0
+    schema = json.loads(target.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for config in CONFIGS:
+        jsonschema.validate(yaml.safe_load(config.read_text()), schema)
+    # and it catches what an editor should flag: an unknown key deep in a block
+    bad = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    bad["model"]["blocks"][0]["attn"]["heads_"] = 4
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
+def test_schema_to_stdout_is_json(run_cli):
+    code, out, _ = run_cli("schema")
+    assert code == 0 and json.loads(out)["title"] == "evotui run config"
+
+
+def test_console_script_exit_code_and_no_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [1, 2\n")
+    proc = subprocess.run([sys.executable, "-m", "evotui", "validate", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert str(bad) in proc.stderr and "YAML syntax error" in proc.stderr
+    debug = subprocess.run([sys.executable, "-m", "evotui", "validate", str(bad), "--debug"],
+                           capture_output=True, text=True)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_missing_file(run_cli, tmp_path):
+    code, _, err = run_cli("validate", tmp_path / "nope.yaml")
+    assert code == 2 and "no such file" in err
+
+
+def test_dsl_layer_does_not_import_torch():
+    code = ("import sys; from evotui.dsl import load, estimate\n"
+            f"c = load({str(SEED)!r}); estimate(c.model, c.data.seq_len)\n"
+            "assert 'torch' not in sys.modules, 'the DSL imported torch'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
