@@ -1,0 +1,158 @@
+"""Feed-forward branches: a dense MLP (SwiGLU or a plain activation) and a mixture of experts.
+
+State-dict names and shapes follow ``evotui.dsl.estimate.ffn_shapes`` exactly:
+dense ``w1.weight (F, D)``, ``w3.weight (F, D)`` (swiglu only), ``w2.weight (D, F)``;
+MoE ``router.weight (E, D)``, ``w1 (E, Fe, D)``, ``w3 (E, Fe, D)``, ``w2 (E, D, Fe)`` and an
+optional dense ``shared`` expert.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from evotui.dsl import model as dsl
+
+ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
+
+
+def activate(h1: Tensor, h3: Tensor | None, activation: str) -> Tensor:
+    """The hidden activation: silu(h1) * h3 for swiglu, else act(h1)."""
+    if activation == "swiglu":
+        assert h3 is not None
+        return F.silu(h1) * h3
+    return ACTIVATIONS[activation](h1)
+
+
+class DenseFFN(nn.Module):
+    """w2(act(w1 x)) or, for swiglu, w2(silu(w1 x) * w3 x). No biases."""
+
+    def __init__(self, dim: int, hidden: int, activation: str = "swiglu",
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if activation != "swiglu" and activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}")
+        self.activation = activation
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w3 = nn.Linear(dim, hidden, bias=False) if activation == "swiglu" else None
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    @classmethod
+    def from_spec(cls, spec: dsl.DenseFFN, dim: int) -> DenseFFN:
+        return cls(dim, spec.hidden, spec.activation, spec.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h3 = self.w3(x) if self.w3 is not None else None
+        return self.dropout(self.w2(activate(self.w1(x), h3, self.activation)))
+
+
+class MoE(nn.Module):
+    """Top-k routed experts with a fixed capacity per expert.
+
+    Each token picks ``k`` of ``E`` experts. Routed (token, slot) pairs are sorted by expert
+    so every expert runs once on a contiguous slice. An expert takes at most
+    ``ceil(capacity_factor * tokens * k / E)`` slots, first come first served in flattened
+    token order (so a token is never dropped because of later tokens of its own sequence);
+    the rest are dropped and only the residual carries them.
+
+    After each forward: ``aux_loss`` (the weighted Switch load-balance loss, a scalar with a
+    gradient to the router) and ``stats`` (detached: ``entropy`` mean router entropy in nats,
+    ``load`` fraction of routed slots per expert, ``overflow`` fraction of slots dropped).
+    """
+
+    def __init__(self, spec: dsl.MoEFFN, dim: int) -> None:
+        super().__init__()
+        E, Fe = spec.n_experts, spec.expert_hidden
+        self.n_experts, self.k = E, spec.k
+        self.capacity_factor = spec.capacity_factor
+        self.balance = spec.balance or 0.0
+        self.router_kind = spec.router
+        self.temperature = spec.router_temperature
+        self.activation = spec.activation
+        self.router = nn.Linear(dim, E, bias=False)
+        self.w1 = nn.Parameter(torch.empty(E, Fe, dim))
+        self.w3 = nn.Parameter(torch.empty(E, Fe, dim)) if spec.activation == "swiglu" else None
+        self.w2 = nn.Parameter(torch.empty(E, dim, Fe))
+        self.shared = (DenseFFN(dim, spec.shared * Fe, spec.activation)
+                       if spec.shared > 0 else None)
+        self.aux_loss: Tensor = torch.zeros(())
+        self.stats: dict[str, Tensor] = {}
+        self.reset_parameters()
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        for w in (self.router.weight, self.w1, self.w3, self.w2):
+            if w is not None:
+                nn.init.normal_(w, std=std)
+
+    def capacity(self, tokens: int) -> int:
+        return math.ceil(self.capacity_factor * tokens * self.k / self.n_experts)
+
+    def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(probs (T, E) for the balance loss, gates (T, k), expert ids (T, k))."""
+        logits = self.router(x).float() / self.temperature
+        if self.router_kind == "softmax":
+            scores = probs = logits.softmax(-1)
+        else:
+            scores = logits.sigmoid()
+            probs = scores / scores.sum(-1, keepdim=True)
+        top, idx = scores.topk(self.k, dim=-1)
+        gates = top / top.sum(-1, keepdim=True)
+        return probs, gates, idx
+
+    def experts(self, xs: Tensor, counts: list[int]) -> Tensor:
+        """Run expert e on the e-th slice of ``xs`` (rows sorted by expert)."""
+        outs = []
+        for e, chunk in enumerate(xs.split(counts)):
+            if chunk.numel() == 0:
+                continue
+            h3 = chunk @ self.w3[e].t() if self.w3 is not None else None
+            h = activate(chunk @ self.w1[e].t(), h3, self.activation)
+            outs.append(h @ self.w2[e].t())
+        return torch.cat(outs) if outs else xs.new_zeros(0, self.w2.size(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        T, E, k = x.size(0), self.n_experts, self.k
+        probs, gates, idx = self.route(x)
+
+        # flatten (token, slot) pairs token-major; a stable sort by expert keeps token order
+        flat_e = idx.reshape(-1)
+        order = flat_e.argsort(stable=True)
+        counts = torch.bincount(flat_e, minlength=E)
+        starts = counts.cumsum(0) - counts
+        rank = torch.arange(T * k, device=x.device) - starts[flat_e[order]]
+        cap = self.capacity(T)
+        kept = order[rank < cap]  # per-expert prefixes, so still contiguous by expert
+        kept_counts = counts.clamp(max=cap)
+
+        tok = kept // k
+        y = self.experts(x[tok], kept_counts.tolist())
+        y = y * gates.reshape(-1)[kept].unsqueeze(-1).to(y.dtype)
+        out = torch.zeros_like(x)
+        out.index_add_(0, tok, y.to(x.dtype))
+        if self.shared is not None:
+            out = out + self.shared(x)
+
+        load = counts.float() / (T * k)
+        self.aux_loss = self.balance * E * (load * probs.mean(0)).sum()
+        with torch.no_grad():
+            entropy = -(probs * probs.clamp_min(1e-20).log()).sum(-1).mean()
+            self.stats = {
+                "entropy": entropy.detach(),
+                "load": load.detach(),
+                "overflow": 1.0 - kept_counts.sum().float() / (T * k),
+            }
+        return out.reshape(shape)
+
+
+def build_ffn(spec: dsl.DenseFFN | dsl.MoEFFN, dim: int) -> DenseFFN | MoE:
+    """The FFN branch a block spec asks for."""
+    if isinstance(spec, dsl.MoEFFN):
+        return MoE(spec, dim)
+    return DenseFFN.from_spec(spec, dim)
