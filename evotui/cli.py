@@ -59,10 +59,19 @@ def validate(
     notes: list[str] = []
     cfg = load(config, notes=notes)
     est = estimate(cfg.model, cfg.data.seq_len)
+    built = _params_built(cfg)
     if as_json:
-        typer.echo(json.dumps(summary.as_json(cfg, est, str(config), notes)))
+        typer.echo(json.dumps(summary.as_json(cfg, est, str(config), notes) | {
+            "params_built": built}))
     else:
-        typer.echo(summary.as_text(cfg, est, str(config), notes))
+        typer.echo(summary.as_text(cfg, est, str(config), notes, built))
+
+
+def _params_built(cfg) -> int:
+    """Parameters of the model really built from the spec (on the meta device: no memory)."""
+    from evotui.model.lm import build_model, count_parameters
+
+    return count_parameters(build_model(cfg.model, cfg.data.seq_len, device="meta"))
 
 
 @app.command()
@@ -81,6 +90,65 @@ def schema(
     else:
         atomic.write_text(out, text)
         typer.echo(f"wrote {out}", err=True)
+
+
+bench_app = typer.Typer(help="Benchmarks: timings and errors, as a table or JSON.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def _device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError.single("no CUDA device is visible; use --device cpu (or check "
+                               "CUDA_VISIBLE_DEVICES and the driver)", path="--device")
+    if device not in ("cpu", "cuda"):
+        raise UserError.single(f"unknown device {device!r}; use auto, cpu or cuda",
+                               path="--device")
+    return device
+
+
+@bench_app.command("attention")
+def bench_attention(
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    seq_len: Annotated[int, typer.Option("--seq-len", min=16, help="Sequence length.")] = 2048,
+    window: Annotated[int, typer.Option(min=1, help="Window of the sparse patterns.")] = 192,
+    heads: Annotated[int, typer.Option(min=1)] = 8,
+    head_dim: Annotated[int, typer.Option("--head-dim", min=8)] = 64,
+    batch: Annotated[int, typer.Option(min=1)] = 1,
+    dtype: Annotated[
+        str | None, typer.Option(help="float32, bfloat16 or float16 (default: bf16 on CUDA).")
+    ] = None,
+    repeats: Annotated[int, typer.Option(min=1)] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Forward+backward time of each sparsity pattern on each attention backend, against
+    dense causal attention, with each backend's max error against the fp32 reference."""
+    from evotui.bench import attention
+
+    if window > seq_len:
+        raise UserError.single(f"--window {window} exceeds --seq-len {seq_len}",
+                               path="--window")
+    try:
+        result = attention.run(_device(device), seq_len, head_dim, heads, batch, dtype,
+                               window, repeats)
+    except ValueError as e:
+        raise UserError.single(str(e), path="--dtype") from None
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"attention fwd+bwd on {result['device']} ({result['device_name']}), "
+               f"{result['dtype']}, seq_len {seq_len}, {heads} heads of {head_dim}, "
+               f"batch {batch}, window {window}")
+    typer.echo(f"{'pattern':<13} {'backend':<10} {'ms':>9} {'vs dense':>9} {'density':>8} "
+               f"{'tiles':>6} {'max err':>9}")
+    for r in result["results"]:
+        typer.echo(f"{r['pattern']:<13} {r['backend']:<10} {r['ms']:>9.3f} "
+                   f"{r['vs_dense'] or 0:>9.3f} {r['density']:>8.3f} {r['tile_density']:>6.3f} "
+                   f"{r['max_err']:>9.2e}")
 
 
 def main(argv: list[str] | None = None) -> None:

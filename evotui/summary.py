@@ -34,7 +34,8 @@ def as_json(cfg: RunConfig, est: Estimate, source: str, notes: list[str]) -> dic
     return out
 
 
-def as_text(cfg: RunConfig, est: Estimate, source: str, notes: list[str]) -> str:
+def as_text(cfg: RunConfig, est: Estimate, source: str, notes: list[str],
+            built: int | None = None) -> str:
     m = cfg.model
     kinds = [f"{est.attn_blocks} attn"]
     if est.ssm_blocks:
@@ -48,7 +49,9 @@ def as_text(cfg: RunConfig, est: Estimate, source: str, notes: list[str]) -> str
         f"width {m.emb.dim}, vocab {m.emb.vocab}, {m.norm}"
         + (", tied head" if m.head.tie_embeddings else ""),
         f"  params       {si(est.params_total)} total, {si(est.params_active)} active "
-        f"(embedding {si(est.params_embedding)})",
+        f"(embedding {si(est.params_embedding)})"
+        + ("" if built is None else f"; built model: {built:,}"
+           + (" (matches)" if built == est.params_total else " (MISMATCH)")),
         f"  FLOPs/token  {si(est.flops_per_token)} (training, forward+backward, "
         f"seq_len {est.seq_len})",
         f"  KV cache     {binary(est.kv_bytes_per_token)}/token; "

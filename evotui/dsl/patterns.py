@@ -117,7 +117,9 @@ class Pattern:
 def _same_block(q: Any, k: Any, size: int, stride: int) -> Any:
     # Blocks [j*stride, j*stride + size). For k <= q, some block holds both exactly when the
     # last block starting at or before k still reaches q (or when k is q itself).
-    return ((k // stride) * stride + size > q) | (k == q)
+    # (k - k % stride) rather than (k // stride) * stride: torch 2.13's Inductor miscompiles
+    # floor division of an arange whose length the divisor does not divide.
+    return (k - k % stride + size > q) | (k == q)
 
 
 @lru_cache(maxsize=256)

@@ -1,0 +1,143 @@
+"""Attention masks built from a sparsity ``Pattern`` (``Pattern.allowed`` is the only rule).
+
+- ``sdpa_mask``: a dense boolean (T, T) tensor, True = attend, for SDPA and the reference.
+- ``mask_mod`` / ``block_mask``: FlexAttention's predicate and its ``BlockMask``.
+
+Both are cached per (pattern, T, device), so the layers of a model share one mask. Under
+``torch.compile`` the masks are never rebuilt inside the graph: the cached tensors enter it as
+constants (``assume_constant_result``). Besides saving the work, this sidesteps an Inductor
+bug (torch 2.13, CPU at least) that drops the tail of ``arange(T) // s`` when ``s`` does not
+divide ``T``, leaving garbage in block masks. A symbolic T (dynamic shapes) cannot be a constant
+key, so there the lookup runs eagerly behind a graph break. FlexAttention is imported lazily:
+this module imports on any machine.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from evotui.dsl.patterns import ALL_KNOBS, Pattern
+
+FLEX_BLOCK = 128  # FlexAttention's default tile; a BlockMask is built in these units
+
+
+def _device(device: torch.device | str) -> torch.device:
+    # "cuda" and "cuda:0" must share a cache entry.
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+# --- dense boolean masks (SDPA, reference) ------------------------------------------------
+
+
+def sdpa_mask(pattern: Pattern, seq_len: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Boolean (seq_len, seq_len) mask, True where a query may attend to a key."""
+    if not torch.compiler.is_compiling():
+        return _sdpa_mask(pattern, seq_len, _device(device))
+    if isinstance(seq_len, int):
+        return _sdpa_mask_constant(pattern, seq_len, device)
+    return _sdpa_mask_eager(pattern, seq_len, device)
+
+
+@lru_cache(maxsize=32)
+def _sdpa_mask(pattern: Pattern, seq_len: int, device: torch.device) -> torch.Tensor:
+    idx = torch.arange(seq_len, device=device)
+    return pattern.allowed(idx[:, None], idx[None, :])
+
+
+@torch.compiler.assume_constant_result
+def _sdpa_mask_constant(pattern: Pattern, seq_len: int, device: torch.device) -> torch.Tensor:
+    return _sdpa_mask(pattern, seq_len, _device(device))
+
+
+@torch.compiler.disable
+def _sdpa_mask_eager(pattern: Pattern, seq_len: int, device: torch.device) -> torch.Tensor:
+    return _sdpa_mask(pattern, int(seq_len), _device(device))
+
+
+# --- FlexAttention -----------------------------------------------------------------------
+
+
+def mask_mod(
+    pattern: Pattern, device: torch.device | str | None = None
+) -> Callable[[Any, Any, Any, Any], Any]:
+    """FlexAttention ``mask_mod``: (batch, head, q_idx, kv_idx) -> may q attend to kv.
+
+    With a ``device``, the knobs travel as 0-d tensors on it: compiled FlexAttention then treats
+    them as inputs and recompiles per pattern kind only, not per window size (one recompile
+    per distinct layer would soon hit Dynamo's recompile limit and fall back to eager)."""
+    if device is not None:
+        knobs = {f: torch.tensor(getattr(pattern, f), device=device)
+                 for f in ALL_KNOBS if getattr(pattern, f) is not None}
+        pattern = Pattern(pattern.kind, **knobs)  # the same predicate, tensor knobs
+
+    def allowed(b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
+        return pattern.allowed(q_idx, kv_idx)
+
+    allowed.__name__ = f"mask_{pattern.kind}"
+    return allowed
+
+
+def flex_available() -> bool:
+    """True when this torch build ships FlexAttention."""
+    return flex_module() is not None
+
+
+@lru_cache(maxsize=1)
+def flex_module() -> Any:
+    """``torch.nn.attention.flex_attention``, or None when this torch build lacks it."""
+    try:
+        from torch.nn.attention import flex_attention
+    except ImportError:
+        return None
+    return flex_attention
+
+
+def block_mask(pattern: Pattern, seq_len: int, device: torch.device | str = "cuda") -> Any:
+    """FlexAttention ``BlockMask`` for one (pattern, seq_len, device), shared by all heads."""
+    if not torch.compiler.is_compiling():
+        return _block_mask(pattern, seq_len, _device(device))
+    if not isinstance(seq_len, int):
+        return _block_mask_eager(pattern, seq_len, device)
+    # A BlockMask cannot be a graph constant, its tensors can: rebuild it around them.
+    fields = _block_mask_fields(pattern, seq_len, device)
+    return flex_module().BlockMask(
+        seq_lengths=(seq_len, seq_len), mask_mod=mask_mod(pattern),
+        **dict(zip(_block_mask_field_names(), fields, strict=True)),
+    )
+
+
+@lru_cache(maxsize=32)
+def _block_mask(pattern: Pattern, seq_len: int, device: torch.device) -> Any:
+    flex = flex_module()
+    if flex is None:
+        raise RuntimeError("this torch build has no torch.nn.attention.flex_attention")
+    return flex.create_block_mask(
+        mask_mod(pattern, device), B=None, H=None, Q_LEN=seq_len, KV_LEN=seq_len,
+        device=device, BLOCK_SIZE=FLEX_BLOCK,
+    )
+
+
+@lru_cache(maxsize=1)
+def _block_mask_field_names() -> tuple[str, ...]:
+    # Whatever this torch's BlockMask takes besides its lengths and mask_mod.
+    params = inspect.signature(flex_module().BlockMask.__init__).parameters
+    return tuple(p for p in params if p not in ("self", "seq_lengths", "mask_mod"))
+
+
+@torch.compiler.assume_constant_result
+def _block_mask_fields(pattern: Pattern, seq_len: int, device: torch.device) -> tuple:
+    bm = _block_mask(pattern, seq_len, _device(device))
+    return tuple(getattr(bm, name) for name in _block_mask_field_names())
+
+
+@torch.compiler.disable
+def _block_mask_eager(pattern: Pattern, seq_len: int, device: torch.device) -> Any:
+    return _block_mask(pattern, int(seq_len), _device(device))
