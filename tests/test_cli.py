@@ -31,6 +31,7 @@ def test_validate_seed_json_reports_the_estimate(run_cli):
     assert data["layers"] == 12 and data["moe_blocks"] == 3 and data["ssm_blocks"] == 3
     assert 400e6 < data["params_active"] < data["params_total"] < 650e6
     assert set(data["patterns"]) == {"local_global", "local_block", "dilated", "none"}
+    assert data["params_built"] == data["params_total"]  # the model really built from it
     # 12 attention layers x 12 KV heads x 64 x (K and V) x 2 bytes
     assert data["kv_bytes_per_token"] == 12 * 12 * 64 * 2 * 2
 
