@@ -1,0 +1,1 @@
+"""Tokens for training and evaluation: shards, tokenizers, the token cache, batches."""

@@ -1,0 +1,1 @@
+"""Training and evaluating one candidate (knows nothing about populations)."""
