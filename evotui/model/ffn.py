@@ -61,8 +61,9 @@ class MoE(nn.Module):
     the rest are dropped and only the residual carries them.
 
     After each forward: ``aux_loss`` (the weighted Switch load-balance loss, a scalar with a
-    gradient to the router) and ``stats`` (detached: ``entropy`` mean router entropy in nats,
-    ``load`` fraction of routed slots per expert, ``overflow`` fraction of slots dropped).
+    gradient to the router), ``entropy`` (the mean router entropy, with its gradient) and
+    ``stats`` (detached: ``entropy`` in nats, ``load`` fraction of routed slots per expert,
+    ``overflow`` fraction of slots dropped).
     """
 
     def __init__(self, spec: dsl.MoEFFN, dim: int) -> None:
@@ -81,6 +82,7 @@ class MoE(nn.Module):
         self.shared = (DenseFFN(dim, spec.shared * Fe, spec.activation)
                        if spec.shared > 0 else None)
         self.aux_loss: Tensor = torch.zeros(())
+        self.entropy: Tensor = torch.zeros(())
         self.stats: dict[str, Tensor] = {}
         self.reset_parameters()
 
@@ -141,10 +143,11 @@ class MoE(nn.Module):
 
         load = counts.float() / (T * k)
         self.aux_loss = self.balance * E * (load * probs.mean(0)).sum()
+        # mean router entropy with its gradient, for the trainer's entropy regulariser
+        self.entropy = -(probs * probs.clamp_min(1e-20).log()).sum(-1).mean()
         with torch.no_grad():
-            entropy = -(probs * probs.clamp_min(1e-20).log()).sum(-1).mean()
             self.stats = {
-                "entropy": entropy.detach(),
+                "entropy": self.entropy.detach(),
                 "load": load.detach(),
                 "overflow": 1.0 - kept_counts.sum().float() / (T * k),
             }

@@ -219,10 +219,17 @@ class LM(nn.Module):
     def moe_layers(self) -> list[MoE]:
         return [m for m in self.modules() if isinstance(m, MoE)]
 
-    def aux_loss(self) -> torch.Tensor:
-        """Sum of the MoE load-balance losses of the last forward (0 without MoE)."""
-        losses = [m.aux_loss for m in self.moe_layers() if getattr(m, "aux_loss", None) is not None]
-        return torch.stack(losses).sum() if losses else torch.zeros(())
+    def aux_loss(self, entropy_coeff: float = 0.0) -> torch.Tensor:
+        """MoE auxiliary loss of the last forward: the load-balance losses, minus
+        ``entropy_coeff`` x the mean router entropy (a regulariser against router collapse).
+        Zero without MoE."""
+        layers = self.moe_layers()
+        if not layers:
+            return torch.zeros((), device=self.tok_emb.weight.device)
+        total = torch.stack([m.aux_loss for m in layers]).sum()
+        if entropy_coeff:
+            total = total - entropy_coeff * torch.stack([m.entropy for m in layers]).mean()
+        return total
 
     def router_stats(self) -> list[dict[str, torch.Tensor]]:
         return [m.stats for m in self.moe_layers() if getattr(m, "stats", None)]
