@@ -92,6 +92,30 @@ def schema(
         typer.echo(f"wrote {out}", err=True)
 
 
+def default_config() -> Path:
+    """The embedded default: configs/tiny.yaml shipped with the package."""
+    return Path(__file__).resolve().parent / "configs" / "tiny.yaml"
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Argument(help="A YAML config (default: tiny).")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps (default: the "
+                                              "config's rung-1 budget).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: "
+                                             "runs/train-<model name>).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: train.seed).")] = None,
+    eval_batches: Annotated[int | None, typer.Option("--eval-batches", min=1)] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue from this checkpoint.")] = None,
+) -> None:
+    """Train one candidate: a progress bar, then its checkpoint and metrics.json."""
+    from evotui.train.cli import train_one
+
+    train_one(config or default_config(), steps, _device(device), out, seed, eval_batches,
+              resume)
+
+
 bench_app = typer.Typer(help="Benchmarks: timings and errors, as a table or JSON.",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -149,6 +173,53 @@ def bench_attention(
         typer.echo(f"{r['pattern']:<13} {r['backend']:<10} {r['ms']:>9.3f} "
                    f"{r['vs_dense'] or 0:>9.3f} {r['density']:>8.3f} {r['tile_density']:>6.3f} "
                    f"{r['max_err']:>9.2e}")
+
+
+@bench_app.command("train")
+def bench_train(
+    config: Annotated[list[Path] | None, typer.Option(
+        help="A config to measure (repeatable). Default: gpt2_124m, the scalehop seed and "
+        "tiny on CUDA; tiny on CPU.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    steps: Annotated[int, typer.Option(min=1, help="Timed optimizer steps.")] = 10,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed steps first.")] = 3,
+    compile_: Annotated[bool | None, typer.Option(
+        "--compile/--no-compile", help="torch.compile (default: the config's, on CUDA).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", min=8)] = None,
+    optimizer_steps: Annotated[int, typer.Option(
+        "--optimizer-steps", min=1, help="Steps of the Lion / Muon / AdamW comparison.")] = 60,
+    attention: Annotated[bool, typer.Option(
+        "--attention/--no-attention", help="Also time plain (materialised) attention.")] = True,
+    optimizers: Annotated[bool, typer.Option(
+        "--optimizers/--no-optimizers", help="Compare Lion and Muon with AdamW on tiny.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Training tokens/s, MFU and peak memory per config; fast versus plain attention; Lion
+    and Muon against AdamW."""
+    from evotui.bench import train as bench
+
+    dev = _device(device)
+    result = bench.run(config, dev, steps, warmup, compile_, batch_size, seq_len,
+                       optimizer_steps, attention, optimizers)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"training throughput on {result['device']} (torch {result['torch']})")
+    for r in result["runs"]:
+        f = r["fast"]
+        mfu = f"{f['mfu']:.1%}" if f["mfu"] is not None else "n/a"
+        line = (f"  {r['name']:<28} {f['tokens_per_s']:>12,.0f} tok/s  step {f['step_ms']:.1f} "
+                f"ms  MFU {mfu}  peak {f['peak_mem_mb']:,.0f} MiB")
+        if "plain" in r:
+            line += f"  (x{r['fast_vs_plain']:.2f} vs plain attention)"
+        typer.echo(line)
+    if "optimizers" in result:
+        o = result["optimizers"]
+        typer.echo(f"optimizers on {o['config']}, {o['steps']} steps (held-out loss):")
+        for name in ("adamw", "lion", "muon"):
+            typer.echo(f"  {name:<6} {o[name]['heldout_loss']}  ({o[name]['status']})")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -66,6 +66,13 @@ class TrainConfig(Strict):
         None, description="Tokens per optimizer step (sets grad_accum)."
     )
     max_tokens: PosInt | None = Field(None, description="Cap on training tokens per candidate.")
+    init_checkpoint: str | None = Field(
+        None, description="A safetensors checkpoint whose matching tensors start the model."
+    )
+    checkpoint_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="Weights in checkpoints (bfloat16 halves them; resume is then "
+        "approximate)."
+    )
     seed: int = 0
     eval_batches: PosInt = Field(8, description="Held-out batches per shard per evaluation.")
     eval_interval: PosInt = Field(100, description="Steps between held-out evaluations.")
