@@ -166,8 +166,10 @@ class CandidateTrainer:
             measure: bool = True) -> TrainResult:
         """Train until ``until_step`` (cumulative), then measure. Never raises for a failing
         candidate: out-of-memory and guard failures come back as a failed result."""
-        total = max(total_steps or until_step, until_step)
         t = self.cfg.train
+        if t.max_tokens is not None:  # the cap on a candidate's training tokens
+            until_step = min(until_step, max(1, t.max_tokens // tokens_per_step(self.cfg)))
+        total = max(total_steps or until_step, until_step)
         reset_peak_memory(self.device)
         status, reason, error = "done", None, None
         try:

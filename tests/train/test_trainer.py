@@ -161,3 +161,10 @@ def test_bench_train_cli(run_cli):
         assert row[key]["tokens_per_s"] > 0 and row[key]["peak_mem_mb"] > 0
         assert row[key]["mfu"] is None  # no device peak on a CPU
     assert row["fast"]["backend"] == "auto" and row["plain"]["backend"] == "reference"
+
+
+def test_max_tokens_caps_training(tiny_cfg, dataset):
+    per_step = tiny_cfg.data.batch_size * tiny_cfg.data.seq_len
+    cfg = variant(tiny_cfg, max_tokens=3 * per_step)
+    result = CandidateTrainer(cfg, dataset).run(10, measure=False)
+    assert result.status == "done" and result.step == 3 and result.tokens == 3 * per_step
