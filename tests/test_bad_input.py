@@ -119,6 +119,8 @@ CASES = [
     ("ssm-chunk-gt-seq", with_change(f"{B0}.ssm", {"chunk": 128, "head_dim": 16}),
      "model.blocks[0].ssm.chunk", "exceeds"),
     ("empty-block", with_change("model.blocks.0", {}), "model.blocks[0]", "at least one"),
+    ("duplicate-block-id", with_change("model.blocks", [{"id": "a", "ffn": {"hidden": 8}},
+     {"id": "a", "ffn": {"hidden": 8}}]), "model.blocks[1].id", "used by another block"),
     ("no-blocks", with_change("model.blocks", []), "model.blocks", "at least 1"),
     ("builtin-shard", with_change("data.shards.0.name", "builtin:nope"),
      "data.shards[0].name", "builtin:code"),

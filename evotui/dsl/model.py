@@ -284,6 +284,11 @@ ExtraSpec = Annotated[RetroExtra | GatedExtra | CustomExtra, Field(discriminator
 class BlockSpec(Strict):
     """One pre-norm residual block: x += branch(norm(x)) for attn, ssm, ffn, then extras."""
 
+    id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        description="Stable identity (set by evotui when absent): inherited weights follow it "
+        "when mutations move blocks.",
+    )
     name: str | None = Field(None, description="A label shown in summaries.")
     attn: AttnSpec | None = None
     ssm: SSMSpec | None = None
@@ -407,6 +412,15 @@ class ModelSpec(Strict):
             if absent:
                 note(info, f"model.blocks[{i}]: gated targets {', '.join(absent)} are not in "
                      "this block; they take effect if a mutation adds those branches")
+        seen: set[str] = set()
+        for i, b in enumerate(self.blocks):
+            if b.id is None:
+                b.id = f"b{i}"
+                while b.id in seen or any(o.id == b.id for o in self.blocks[i + 1:]):
+                    b.id += "x"
+            if b.id in seen:
+                raise fail(f"blocks.{i}.id", f"{b.id!r} is used by another block; ids are unique")
+            seen.add(b.id)
         spans: list[tuple[int, int]] = []
         for r, rec in enumerate(self.recurrences):
             if rec.end >= len(self.blocks):

@@ -1,0 +1,1 @@
+"""The run: population, rungs, executors, the run store, commands."""
