@@ -11,7 +11,15 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from evotui.dsl import components
 from evotui.dsl.base import Strict, fail, note
@@ -186,7 +194,14 @@ class MoEFFN(Strict):
         return self.hidden // self.n_experts
 
 
-FFNSpec = Annotated[DenseFFN | MoEFFN, Field(discriminator="type")]
+def _ffn_type(v: Any) -> str:
+    return (v.get("type") or "dense") if isinstance(v, dict) else v.type
+
+
+# an ffn without a type is dense
+FFNSpec = Annotated[
+    Annotated[DenseFFN, Tag("dense")] | Annotated[MoEFFN, Tag("moe")], Discriminator(_ffn_type)
+]
 
 
 class SSMSpec(Strict):
