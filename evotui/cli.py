@@ -116,6 +116,109 @@ def train(
               resume)
 
 
+RunDirArg = Annotated[Path, typer.Argument(help="A run directory (holds run.db).")]
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Argument(help="A YAML config (default: tiny).")] = None,
+    generations: Annotated[int | None, typer.Option(min=1)] = None,
+    steps: Annotated[int | None, typer.Option(
+        min=1, help="Steps of the full budget (rung 2); rung 1 keeps the config's.")] = None,
+    eval_batches: Annotated[int | None, typer.Option("--eval-batches", min=1)] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (all visible GPUs).")] = "auto",
+    devices: Annotated[str | None, typer.Option(help="GPU indices, e.g. 0,1.")] = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option("--checkpoint-dir")] = None,
+    out: Annotated[Path | None, typer.Option(help="Frontier JSON (default: "
+                                             "RUN_DIR/frontier.json).")] = None,
+    log: Annotated[Path | None, typer.Option(help="Log file (default: RUN_DIR/run.log).")] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir")] = None,
+    cleanup_old_checkpoints: Annotated[bool, typer.Option(
+        "--cleanup-old-checkpoints", help="Delete this run's checkpoints no candidate needs.")
+    ] = False,
+    parent_selection: Annotated[str | None, typer.Option(
+        "--parent-selection",
+        help="lexicase, epsilon_lexicase, pareto, tournament or map_elites.")] = None,
+    population: Annotated[int | None, typer.Option(min=2)] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")
+                      ] = None,
+    cpu_slots: Annotated[int, typer.Option("--cpu-slots", min=1,
+                                           help="Parallel workers on a CPU machine.")] = 1,
+    quiet: Annotated[bool, typer.Option(help="Only the status line, no log lines.")] = False,
+) -> None:
+    """Run the evolutionary search headless: a status line and the log lines."""
+    from evotui.engine.runner import RunFlags, open_run, run_headless
+
+    flags = RunFlags(config, generations, steps, eval_batches, device, devices, checkpoint_dir,
+                     out, log, run_dir, cleanup_old_checkpoints, parent_selection, population,
+                     seed, resume, cpu_slots)
+    engine, total = open_run(flags, default_config())
+    run_headless(engine, total, quiet)
+
+
+@app.command()
+def status(run_dir: RunDirArg,
+           as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False
+           ) -> None:
+    """What a run is doing: counts per status, running candidates, best so far."""
+    from evotui.engine.exports import summary
+    from evotui.engine.store import RunStore
+
+    s = summary(RunStore.open(run_dir, readonly=True))
+    if as_json:
+        typer.echo(json.dumps(s, default=str))
+        return
+    typer.echo(json.dumps(s, indent=1, default=str))
+
+
+@app.command()
+def frontier(source: Annotated[Path, typer.Argument(help="A run directory or frontier JSON.")],
+             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The Pareto frontier of a run."""
+    path = source / "frontier.json" if source.is_dir() else source
+    if not path.is_file():
+        raise UserError.single("no frontier.json here yet", source=str(source))
+    data = json.loads(path.read_text())
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    entries = data.get("frontier", data) if isinstance(data, dict) else data
+    objectives = data.get("objectives", {}) if isinstance(data, dict) else {}
+    typer.echo(f"{len(entries)} candidate(s) on the frontier of {source}")
+    for e in entries:
+        shown = ", ".join(f"{k} {e['metrics'].get(k, float('nan')):.4g}" for k in objectives)
+        typer.echo(f"  {e['id']:<8} gen {e.get('generation', '?'):<3} rung {e.get('rung', '?')}"
+                   f"  {shown}")
+
+
+def _command(run_dir: Path, candidate: str, action: str) -> None:
+    from evotui.engine.store import RunStore
+
+    store = RunStore.open(run_dir)
+    cid = store.request(candidate, action)
+    typer.echo(f"{action} {candidate}: requested (command {cid}); the engine acts within "
+               "about two seconds")
+
+
+@app.command()
+def pause(run_dir: RunDirArg, candidate: str) -> None:
+    """Pause a candidate: it checkpoints at its next step and frees its slot."""
+    _command(run_dir, candidate, "pause")
+
+
+@app.command("resume")
+def resume_cmd(run_dir: RunDirArg, candidate: str) -> None:
+    """Resume a paused candidate from its checkpoint."""
+    _command(run_dir, candidate, "resume")
+
+
+@app.command()
+def kill(run_dir: RunDirArg, candidate: str) -> None:
+    """Kill a candidate: it stops, is marked killed and never becomes a parent."""
+    _command(run_dir, candidate, "kill")
+
+
 bench_app = typer.Typer(help="Benchmarks: timings and errors, as a table or JSON.",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")

@@ -1,0 +1,32 @@
+"""A job: everything a worker process needs to train one candidate for one rung.
+
+Plain data only (strings, numbers, lists, dicts), so a job pickles into a spawned process and
+could equally be sent to another machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# (child tensor name, parent checkpoint path, parent tensor name)
+InheritSpec = tuple[str, str, str]
+
+
+@dataclass
+class Job:
+    candidate_id: str
+    config: dict[str, Any]  # the RunConfig as plain data (evotui.dsl.to_data), candidate's model
+    until_step: int  # train until this cumulative step
+    total_steps: int  # the step count the learning-rate schedule spans
+    rung: int
+    seed: int
+    checkpoint_path: str  # where the worker writes the candidate's checkpoint
+    resume_from: str | None = None  # a checkpoint to continue (weights, optimizer, step)
+    inherit: list[InheritSpec] | None = None  # tensors copied from parents' checkpoints
+    device: str = "cpu"  # "cpu", "cuda:0", ...
+    cache_dir: str | None = None  # the token cache (None: the default cache)
+
+    def __post_init__(self) -> None:
+        if self.inherit is not None:  # tuples survive any round trip through lists
+            self.inherit = [(str(c), str(p), str(n)) for c, p, n in self.inherit]

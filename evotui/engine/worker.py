@@ -1,0 +1,169 @@
+"""The worker: the entry point of a spawned process that trains one candidate for one rung.
+
+``run_job(job, events, flag)`` prepares the tokens (from the cache), builds the trainer on
+``job.device``, resumes a checkpoint or inherits parents' tensors, trains to ``job.until_step``
+and sends ``(candidate_id, event)`` tuples to ``events`` (a multiprocessing ``Queue`` or the
+writing end of a ``Pipe``):
+
+* ``heartbeat`` every second from a background thread, from the first moment on;
+* ``log`` (``text``): data preparation progress;
+* the trainer's own events: ``step``, ``eval``, ``guard``, ``checkpoint``, ``done``;
+* last, ``result``: ``TrainResult.as_dict()`` plus ``inherited`` and ``fresh`` tensor counts;
+  or, when anything raised, ``error`` (``error``: one line, ``traceback``: text), after which the
+  process exits with status 1.
+
+``flag.value`` is written by the executor: 1 asks for a pause (checkpoint at the next step
+boundary, result status ``paused``), 2 for a kill (result status ``killed``). The worker ignores
+SIGINT (Ctrl-C in the terminal reaches the whole process group; the engine decides) and exits
+by itself when its parent process is gone.
+
+This module imports no torch at import time, so a spawned process starts its heartbeat before
+the heavy imports, and the module imports fine on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from evotui.engine.jobs import InheritSpec, Job
+from evotui.errors import UserError
+
+HEARTBEAT_INTERVAL = 1.0  # seconds
+PAUSE, KILL = 1, 2
+EXIT_ERROR, EXIT_ORPHANED = 1, 70
+
+Send = Callable[[dict[str, Any]], None]
+
+
+class Flag(Protocol):
+    value: int
+
+
+def run_job(job: Job, events: Any, flag: Flag, threads: int | None = None) -> None:
+    """Train ``job`` in this process, reporting to ``events``; see the module docstring."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    send = _sender(job.candidate_id, events)
+    beat = Heartbeat(send)
+    beat.start()
+    try:
+        result = train(job, send, flag, threads)
+    except Exception as e:
+        beat.stop()
+        if _parent_gone(e):
+            os._exit(EXIT_ORPHANED)
+        send({"kind": "error", "error": one_line(e), "traceback": traceback.format_exc()})
+        raise SystemExit(EXIT_ERROR) from None
+    beat.stop()
+    send(result)
+
+
+def _parent_gone(error: BaseException) -> bool:
+    """The events pipe broke: nobody is listening, so there is nobody to tell."""
+    return isinstance(error, BrokenPipeError)
+
+
+def train(job: Job, send: Send, flag: Flag, threads: int | None = None) -> dict[str, Any]:
+    """Everything between start-up and the result event; raises on any error."""
+    from evotui.dsl import RunConfig, parse
+
+    cfg = parse(job.config, RunConfig, source=f"candidate {job.candidate_id}")  # before torch
+
+    import torch
+
+    from evotui.data import prepare
+    from evotui.train.trainer import CandidateTrainer
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(job.device)
+    if device.type == "cuda":  # stray allocations land on this slot's GPU, not on cuda:0
+        torch.cuda.set_device(device)
+    cache_dir = Path(job.cache_dir) if job.cache_dir else None
+    dataset = prepare(cfg, cache_dir, progress=lambda text: send({"kind": "log", "text": text}))
+    trainer = CandidateTrainer(cfg, dataset, device=job.device, seed=job.seed,
+                               checkpoint_path=job.checkpoint_path, callback=send,
+                               control=lambda: command(flag))
+    if job.resume_from:
+        trainer.resume(job.resume_from)
+    elif job.inherit:
+        trainer.inherit(inherited_state(job.inherit))
+    result = trainer.run(job.until_step, job.total_steps, job.rung)
+    return {"kind": "result", **result.as_dict(), "inherited": trainer.inherited,
+            "fresh": trainer.fresh}
+
+
+def command(flag: Flag) -> str | None:
+    """The executor's request, as the trainer's ``control()`` answers it."""
+    value = flag.value
+    return "kill" if value == KILL else "pause" if value == PAUSE else None
+
+
+def inherited_state(specs: list[InheritSpec]) -> dict[str, Any]:
+    """{child tensor name: parent tensor}, reading each parent checkpoint once. A name the
+    parent lacks is skipped (the child's tensor keeps its fresh init)."""
+    from evotui.train.checkpoint import load_state
+
+    by_path: dict[str, list[tuple[str, str]]] = {}
+    for child, path, name in specs:
+        by_path.setdefault(path, []).append((child, name))
+    state: dict[str, Any] = {}
+    for path, pairs in by_path.items():
+        parent = load_state(path)
+        state.update({child: parent[name] for child, name in pairs if name in parent})
+    return state
+
+
+def one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = "; ".join(lines)
+    if isinstance(error, UserError):
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _sender(candidate_id: str, events: Any) -> Send:
+    """A thread-safe ``send(event)`` onto a Queue (``put``) or a Connection (``send``)."""
+    put = events.send if hasattr(events, "send") else events.put
+    lock = threading.Lock()
+
+    def send(event: dict[str, Any]) -> None:
+        with lock:
+            put((candidate_id, event))
+
+    return send
+
+
+class Heartbeat:
+    """A daemon thread that sends ``{"kind": "heartbeat"}`` every ``interval`` seconds and
+    ends the process when its parent is gone (nobody would read its events)."""
+
+    def __init__(self, send: Send, interval: float = HEARTBEAT_INTERVAL):
+        self.send, self.interval = send, interval
+        self.parent = os.getppid()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="evotui-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while True:
+            if os.getppid() != self.parent:
+                os._exit(EXIT_ORPHANED)
+            try:
+                self.send({"kind": "heartbeat"})
+            except (BrokenPipeError, EOFError, OSError):
+                os._exit(EXIT_ORPHANED)
+            if self._stop.wait(self.interval):
+                return

@@ -1,0 +1,38 @@
+"""A candidate as selection sees it, and which candidates may be parents."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from evotui.dsl.model import ModelSpec
+
+# Statuses of candidates that finished a rung with measurements: "done", or "stopped" early by
+# a guard (no improvement, say) after which it was still measured. Failed, killed, paused,
+# queued or running candidates are never parents.
+PARENT_STATUSES = frozenset({"done", "stopped"})
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One candidate. ``descriptor``: its structural features for MAP-Elites (see
+    ``selection.map_elites.features``); when absent they are computed from ``spec``."""
+
+    id: str
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    status: str = "done"
+    descriptor: tuple[float, ...] | None = None
+    spec: ModelSpec | None = None
+
+
+def measured(metrics: Mapping[str, object], name: str) -> bool:
+    """True when ``name`` holds a finite number (a missing metric is never a zero)."""
+    v = metrics.get(name)
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def eligible(pool: Iterable[Entry], objectives: Mapping[str, str]) -> list[Entry]:
+    """Candidates that may be parents: finished, with every objective measured."""
+    return [e for e in pool
+            if e.status in PARENT_STATUSES and all(measured(e.metrics, m) for m in objectives)]
