@@ -325,6 +325,29 @@ def bench_train(
             typer.echo(f"  {name:<6} {o[name]['heldout_loss']}  ({o[name]['status']})")
 
 
+@bench_app.command("engine")
+def bench_engine(
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    population: Annotated[int, typer.Option(min=2)] = 4,
+    generations: Annotated[int, typer.Option(min=1)] = 1,
+    steps: Annotated[int, typer.Option(min=2, help="Full budget (rung 2) in steps.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The fraction of worker wall time spent outside training steps on a tiny run, and how
+    long a slot sits idle between candidates."""
+    from evotui.bench import engine as bench
+
+    result = bench.run(_device(device), population, generations, steps)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    idle = result["slot_idle_between_candidates_s"]
+    typer.echo(f"{result['jobs']} worker jobs on {device}: {result['worker_wall_s']} s in "
+               f"workers, {result['training_s']} s in training steps; not training "
+               f"{result['not_training_fraction']:.1%}; slot idle between candidates: median "
+               f"{idle['median']} s, max {idle['max']} s; run wall {result['run_wall_s']} s")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the app and turns errors into exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -291,8 +291,7 @@ class Engine:
 
     def _start(self, cid: str, rung: int, slot: str) -> None:
         c = self.store.candidate(cid)
-        ckpt_dir = self.options.checkpoint_dir or self.options.run_dir / "checkpoints"
-        path = ckpt_dir / f"{cid}.safetensors"
+        path = self.checkpoint_path(cid)
         resume_from = c.get("checkpoint") if c.get("checkpoint") and Path(
             c["checkpoint"]).is_file() else None
         inherit = None
@@ -318,6 +317,13 @@ class Engine:
         how = "continues from its checkpoint" if resume_from else (
             f"inherits from {', '.join(c['parents'])}" if inherit else "starts fresh")
         self.log("start", f"{cid} rung {rung} on {slot} ({how}) to step {until}", cid)
+
+    def checkpoint_path(self, cid: str) -> Path:
+        """``RUN_DIR/checkpoints/<id>.safetensors``; in a ``--checkpoint-dir`` that other runs
+        may share, the run's directory name comes first so runs never overwrite each other."""
+        if self.options.checkpoint_dir is None:
+            return self.options.run_dir / "checkpoints" / f"{cid}.safetensors"
+        return self.options.checkpoint_dir / f"{self.options.run_dir.name}-{cid}.safetensors"
 
     def _inherit_list(self, c: dict[str, Any]) -> list[tuple[str, str, str]] | None:
         parents = [self.store.candidate(p) for p in c["parents"]]
@@ -444,8 +450,6 @@ class Engine:
         """Delete this run's checkpoints that nothing needs any more: not on the frontier,
         not a possible parent of the next generation, not paused, queued or running.
         Only files named after this run's candidates inside its checkpoint directory."""
-        ckpt_dir = (self.options.checkpoint_dir or self.options.run_dir / "checkpoints")
-        ckpt_dir = ckpt_dir.resolve()
         keep = set(self.frontier_ids())
         pool = self._ranked([c for c in self.store.candidates() if c["status"] in FINISHED
                              and self._complete(c)])
@@ -457,8 +461,8 @@ class Engine:
                                                                "killing"):
                 continue
             p = Path(path).resolve()
-            if p.parent != ckpt_dir or p.name != f"{c['id']}.safetensors" or not p.is_file():
-                continue
+            if p != self.checkpoint_path(c["id"]).resolve() or not p.is_file():
+                continue  # only the file this run wrote for this candidate, in its place
             p.unlink()
             self.store.update_candidate(c["id"], checkpoint=None)
             removed += 1

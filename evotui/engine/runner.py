@@ -112,6 +112,10 @@ def open_run(flags: RunFlags, default_config: Path) -> tuple[Engine, int]:
     if flags.resume is not None:
         run_dir = flags.resume
         store = RunStore.open(run_dir)
+        log_path = (store.get_state("options") or {}).get("log_path")
+        if log_path:  # the run's own --log file, not the default
+            store.close()
+            store = RunStore.open(run_dir, log_path=Path(log_path))
         cfg = loads(store.config_yaml, source=str(run_dir / "config.yaml"))
         options = RunOptions(run_dir=run_dir, **store.get_state("options"))
         rungs = Rungs(tuple(store.get_state("rungs")["steps"]))

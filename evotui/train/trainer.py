@@ -51,6 +51,7 @@ class TrainResult:
     inherited: int = 0
     fresh: int = 0
     error: str | None = None
+    train_seconds: float = 0.0  # inside training steps during this run() call
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,6 +172,7 @@ class CandidateTrainer:
             until_step = min(until_step, max(1, t.max_tokens // tokens_per_step(self.cfg)))
         total = max(total_steps or until_step, until_step)
         reset_peak_memory(self.device)
+        time_before = self.train_time
         status, reason, error = "done", None, None
         try:
             while self.step < until_step:
@@ -205,7 +207,7 @@ class CandidateTrainer:
             path = self.save(rung)
         result = TrainResult(status, reason, self.step, self.tokens, metrics, list(self.curve),
                              list(self.evals), self.guards.telemetry(), path, self.inherited,
-                             self.fresh, error)
+                             self.fresh, error, self.train_time - time_before)
         self.callback({"kind": "done", "status": status, "reason": reason, "step": self.step})
         return result
 

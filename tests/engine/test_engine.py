@@ -61,16 +61,29 @@ def spawn_run(run_dir, *args):
 
 def test_tiny_run_end_to_end(run_cli, cache, tmp_path):
     run_dir = tmp_path / "run"
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    decoys = [ckpts / "notes.safetensors", ckpts / "c0001.safetensors",
+              ckpts / "other-c0001.safetensors", tmp_path / "run-c0001.safetensors"]
+    # not this run's checkpoints (another run's, a stray file): clean-up never deletes them
+    for d in decoys:
+        d.write_text("keep me")
     code, out, err = run_cli("run", TINY, "--run-dir", run_dir, "--generations", "2",
-                             "--steps", "4", *SMALL, "--quiet")
+                             "--steps", "4", *SMALL, "--quiet", "--checkpoint-dir", ckpts,
+                             "--cleanup-old-checkpoints")
     assert code == 0, err
+    assert all(d.read_text() == "keep me" for d in decoys)
     everyone = candidates(run_dir)
     assert len(everyone) == 4 and {c["generation"] for c in everyone} == {0, 1}
     frontier = json.loads((run_dir / "frontier.json").read_text())
     assert frontier["frontier"]
     for entry in frontier["frontier"]:
         assert entry["status"] in ("done", "stopped")
+        assert entry["checkpoint"] and os.path.isfile(entry["checkpoint"])  # kept
         assert entry["metrics"]["ppl_code"] > 1 and entry["metrics"]["throughput"] > 0
+    for c in everyone:  # the store and the directory agree on what clean-up removed
+        on_disk = (ckpts / f"run-{c['id']}.safetensors").is_file()
+        assert on_disk == bool(c["checkpoint"]), c["id"]
     lineage = json.loads((run_dir / "lineage.json").read_text())
     assert lineage["count"] == 4
     gen1 = [c for c in everyone if c["generation"] == 1]
