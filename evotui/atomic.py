@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
+@contextmanager
+def writer(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file that replaces ``path`` only when the block ends without an error
+    (temp file in the same directory, fsync, rename); on an error the temp file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with writer(path) as f:
+        f.write(data)
 
 
 def write_text(path: str | Path, text: str) -> None:

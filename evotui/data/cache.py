@@ -19,7 +19,6 @@ import json
 import multiprocessing
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -125,22 +124,14 @@ def build(cache_dir: Path, key: str, docs: Iterable[str], tokenizer: Tokenizer,
     bin_path = cache_dir / f"{key}.bin"
     t0 = last = time.monotonic()
     n_tokens = n_docs = 0
-    fd, tmp = tempfile.mkstemp(prefix=f".{key}.bin.", suffix=".tmp", dir=cache_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for count, ids in _encode(tokenizer, _batches(docs), workers):
-                f.write(ids.astype(dtype).tobytes())
-                n_docs += count
-                n_tokens += len(ids)
-                if progress and time.monotonic() - last > 5:
-                    last = time.monotonic()
-                    progress(f"{source}: {n_docs:,} documents, {n_tokens:,} tokens so far")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, bin_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic.writer(bin_path) as f:
+        for count, ids in _encode(tokenizer, _batches(docs), workers):
+            f.write(ids.astype(dtype).tobytes())
+            n_docs += count
+            n_tokens += len(ids)
+            if progress and time.monotonic() - last > 5:
+                last = time.monotonic()
+                progress(f"{source}: {n_docs:,} documents, {n_tokens:,} tokens so far")
     tokens = _open_tokens(bin_path, dtype, n_tokens)
     meta = {
         "format": FORMAT, "key": key, "source": source, "tokenizer": tokenizer.name,
