@@ -217,7 +217,9 @@ class LM(nn.Module):
         return logits, loss
 
     def moe_layers(self) -> list[MoE]:
-        return [m for m in self.modules() if isinstance(m, MoE)]
+        if not hasattr(self, "_moe"):  # walked once: aux_loss runs every micro-step
+            self._moe = [m for m in self.modules() if isinstance(m, MoE)]
+        return self._moe
 
     def aux_loss(self, entropy_coeff: float = 0.0) -> torch.Tensor:
         """MoE auxiliary loss of the last forward: the load-balance losses, minus
