@@ -3,7 +3,7 @@
 Runs a small search on the embedded default config in a temporary run directory and times,
 from the executor's events: each worker's wall time (start to result), the time it spent inside
 training steps (the trainer's own clock, via tokens / throughput), and how long each slot sat
-idle between one candidate's result and the next candidate's start.
+idle between one candidate's result and the next candidate's first training step.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ def run(device: str = "cpu", population: int = 4, generations: int = 1, steps: i
                          eval_batches=2)
         engine, total = open_run(flags, default)
         started: dict[str, float] = {}
+        slot_of: dict[str, str] = {}
         walls: list[float] = []
         training: list[float] = []
         idle: list[float] = []
@@ -37,7 +38,10 @@ def run(device: str = "cpu", population: int = 4, generations: int = 1, steps: i
             cid = payload.get("candidate")
             if kind == "started" and cid:
                 started[cid] = now
-                slot = payload.get("device", "?")
+                slot_of[cid] = payload.get("device", "?")
+            elif kind == "step" and cid in slot_of:
+                # the slot was idle from the last result until this candidate's first step
+                slot = slot_of.pop(cid)
                 if slot in last_free:
                     idle.append(now - last_free.pop(slot))
             elif kind in ("result", "failed") and cid in started:

@@ -1,20 +1,29 @@
-"""The local executor: one spawned worker process per device slot at a time, on this machine.
+"""The local executor: one long-lived spawned worker process per device slot, on this machine.
 
-Each worker gets its own pipe for events (so a worker killed mid-message corrupts nothing but
-its own channel, and the pipe's end of file says that everything it sent has been read) and a
-shared byte for commands (1 pause, 2 kill). One monitor thread reads the pipes, hands events to
-asyncio, watches heartbeats, escalates kills and reaps exited processes; the event loop never
-blocks on a worker.
+A slot's worker serves one job after another (:func:`evotui.engine.worker.serve`): it keeps torch
+imported and the prepared dataset in memory, so only a slot's first job pays for start-up. A
+job goes to the slot's idle worker if there is one, else to a newly spawned one. ``target`` (a
+test hook) is the per-job function the worker calls, ``run_job`` by default.
 
-When a worker has exited and its pipe is drained, its slot is free and its one terminal event
-goes out: the worker's ``result``; or ``failed`` with the worker's error message, ``killed``,
-``no heartbeat for N s`` or ``worker exited with code N`` (a crash, a signal, the OOM killer).
+Each worker gets its own pipe for jobs, its own pipe for events (so a worker killed mid-message
+corrupts nothing but its own channel, and the pipe's end of file says that everything it sent
+has been read) and a shared byte for commands (1 pause, 2 kill). One monitor thread reads the
+pipes, hands events to asyncio, watches heartbeats, escalates kills and reaps exited processes;
+the event loop never blocks on a worker.
+
+A job's one terminal event goes out once its slot is free: its ``result`` as soon as it arrives
+(the worker lives on and takes the next job), unless the job was being killed, in which case the
+result waits until the worker has exited; or, once the worker has exited and its pipe is
+drained, ``failed`` with the worker's error message, ``killed``, ``no heartbeat for N s`` or
+``worker exited with code N`` (a crash, a signal, the OOM killer). The next job on that slot
+spawns a new worker. Heartbeats are watched only while a worker runs a job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -25,11 +34,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from evotui.engine.executor import Event, Executor, check_action
 from evotui.engine.jobs import Job
-from evotui.engine.worker import KILL, PAUSE, run_job
+from evotui.engine.worker import KILL, PAUSE, run_job, serve
 
 Target = Callable[..., None]
 LINGER = 1.0  # seconds to wait for a dead worker's pipe to close (a forked grandchild may hold it)
@@ -70,18 +80,34 @@ def cpu_cores() -> int:
 
 @dataclass
 class _Worker:
-    job: Job
+    device: str
     process: BaseProcess
-    reader: Connection
+    reader: Connection  # its events
+    jobs: Connection  # its jobs (None: stop)
     flag: Any  # a shared ctypes byte
     last_seen: float
-    result: Event | None = None  # held back until the process has exited
+    job: Job | None = None  # the job it runs; None: idle
+    result: Event | None = None  # held back until the process has exited (a killed job)
     error: Event | None = None
     cause: str | None = None  # why the executor ended it, if it did
     deadline: float | None = None  # when to escalate (terminate, then kill)
     terminated: bool = False
+    stopping: bool = False  # asked to exit
     eof: bool = False
     exited_at: float | None = None
+
+    def assign(self, job: Job | None, now: float) -> None:
+        """Start ``job`` on this worker (None: it is idle again), with a clean slate."""
+        self.job, self.last_seen = job, now
+        self.result = self.error = self.cause = self.deadline = None
+        self.terminated = False
+
+    def stop(self) -> None:
+        """Ask the worker to exit once it is idle (it reads this after any job it runs)."""
+        if not self.stopping:
+            self.stopping = True
+            with contextlib.suppress(OSError, ValueError):  # exited already, or closed
+                self.jobs.send(None)
 
 
 class LocalExecutor(Executor):
@@ -90,15 +116,17 @@ class LocalExecutor(Executor):
                  grace: float = 5.0, target: Target = run_job):
         """``devices``/``cpu_slots``: see :func:`device_slots`. ``cpu_threads``: torch threads
         per CPU worker (default: this machine's cores shared among the CPU slots).
-        ``heartbeat_timeout``: seconds of silence before a worker is killed. ``grace``: seconds
-        between a kill request and SIGTERM, and between SIGTERM and SIGKILL. ``target``: the
-        worker entry point, ``run_job``; tests pass a wrapper."""
+        ``heartbeat_timeout``: seconds of silence before a worker running a job is killed.
+        ``grace``: seconds between a kill request and SIGTERM, and between SIGTERM and SIGKILL.
+        ``target``: the function a worker calls for each job, ``run_job``; tests pass a
+        wrapper (importable by name: it is pickled into the spawned process)."""
         super().__init__(device_slots(devices, cpu_slots))
         self.cpu_threads = cpu_threads
         self.heartbeat_timeout, self.grace, self.target = heartbeat_timeout, grace, target
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
-        self._workers: dict[str, _Worker] = {}
+        self._workers: list[_Worker] = []  # every live worker process, busy or idle
+        self._spawned = 0
         self._thread: threading.Thread | None = None
         self._closing = False
         _LIVE.add(self)
@@ -106,48 +134,42 @@ class LocalExecutor(Executor):
     # -- the engine's interface ---------------------------------------------------------
     def busy_slots(self) -> list[str]:
         with self._lock:
-            return [w.job.device for w in self._workers.values()]
+            return [w.device for w in self._workers if w.job is not None]
 
     def running(self) -> list[str]:
         with self._lock:
-            return list(self._workers)
+            return [w.job.candidate_id for w in self._workers if w.job is not None]
 
     def submit(self, job: Job) -> None:
+        data = bytes(ForkingPickler.dumps(job))  # a job that cannot be sent changes nothing
         with self._lock:
             if self._closing:
                 raise RuntimeError("the executor is shut down")
-            if job.candidate_id in self._workers:
+            busy = [w for w in self._workers if w.job is not None]
+            if any(w.job.candidate_id == job.candidate_id for w in busy):
                 raise ValueError(f"candidate {job.candidate_id} is already running")
-            busy = [w.job.device for w in self._workers.values()].count(job.device)
-            if busy >= self.slots.count(job.device):
+            if [w.device for w in busy].count(job.device) >= self.slots.count(job.device):
                 raise ValueError(f"no free slot on {job.device!r} (slots: {self.slots})")
-            reader, writer = self._ctx.Pipe(duplex=False)
-            flag = self._ctx.Value("b", 0, lock=False)  # one byte: no lock a kill could orphan
-            process = self._ctx.Process(
-                target=self.target, args=(job, writer, flag),
-                kwargs={"threads": self._threads(job.device)},
-                name=f"evotui-worker-{job.candidate_id}")
-            try:
-                process.start()
-            except BaseException:
-                reader.close()
-                raise
-            finally:
-                writer.close()  # the child holds its own copy; its end of file is the worker's
-            self._workers[job.candidate_id] = _Worker(job, process, reader, flag,
-                                                      time.monotonic())
-            # under the lock: the monitor cannot pass on this worker's events before this one
+            w = self._idle(job.device) or self._spawn(job.device)
+            w.flag.value = 0  # no pause or kill left over from the previous job
+            w.assign(job, time.monotonic())
+            # under the lock, before the job is sent: the monitor cannot pass on this job's
+            # events before this one
             self._emit(job.candidate_id, {"kind": "started", "device": job.device,
-                                          "pid": process.pid})
+                                          "pid": w.process.pid})
             if self._thread is None:
                 self._thread = threading.Thread(target=self._monitor, name="evotui-executor",
                                                 daemon=True)
                 self._thread.start()
+        # outside the lock: a stopped worker with a full pipe must not block the monitor. If
+        # the worker has died, the monitor reports the job as failed.
+        with contextlib.suppress(OSError):
+            w.jobs.send_bytes(data)
 
     def request(self, candidate_id: str, action: str) -> bool:
         check_action(action)
         with self._lock:
-            w = self._workers.get(candidate_id)
+            w = self._running(candidate_id)
             if w is None or w.exited_at is not None:
                 return False
             if action == "pause":
@@ -161,9 +183,11 @@ class LocalExecutor(Executor):
         return True
 
     async def shutdown(self, kill: bool = False) -> None:
+        """Wait for the running jobs (killing them first with ``kill``); idle workers are told
+        to exit, and are terminated if they have not within the grace period."""
         with self._lock:
             self._closing = True
-            ids = list(self._workers)
+            ids = [w.job.candidate_id for w in self._workers if w.job is not None]
         if kill:
             for candidate_id in ids:
                 self.request(candidate_id, "kill")
@@ -172,6 +196,42 @@ class LocalExecutor(Executor):
             await asyncio.sleep(0.05)
         self._end()
         _LIVE.discard(self)
+
+    # -- workers ------------------------------------------------------------------------
+    def _running(self, candidate_id: str) -> _Worker | None:
+        for w in self._workers:
+            if w.job is not None and w.job.candidate_id == candidate_id:
+                return w
+        return None
+
+    def _idle(self, device: str) -> _Worker | None:
+        for w in self._workers:
+            if (w.device == device and w.job is None and not w.stopping and not w.eof
+                    and w.process.exitcode is None):
+                return w
+        return None
+
+    def _spawn(self, device: str) -> _Worker:
+        reader, writer = self._ctx.Pipe(duplex=False)
+        jobs_reader, jobs = self._ctx.Pipe(duplex=False)
+        flag = self._ctx.Value("b", 0, lock=False)  # one byte: no lock a kill could orphan
+        self._spawned += 1
+        process = self._ctx.Process(
+            target=serve, args=(jobs_reader, writer, flag),
+            kwargs={"threads": self._threads(device), "target": self.target},
+            name=f"evotui-worker-{device}-{self._spawned}")
+        try:
+            process.start()
+        except BaseException:
+            reader.close()
+            jobs.close()
+            raise
+        finally:  # the child holds its own copies; its end of file is the worker's
+            writer.close()
+            jobs_reader.close()
+        w = _Worker(device, process, reader, jobs, flag, time.monotonic())
+        self._workers.append(w)
+        return w
 
     # -- the monitor thread -------------------------------------------------------------
     def _threads(self, device: str) -> int | None:
@@ -186,7 +246,7 @@ class LocalExecutor(Executor):
             with self._lock:
                 if self._closing and not self._workers:
                     return
-                readers = {w.reader: cid for cid, w in self._workers.items() if not w.eof}
+                readers = {w.reader: w for w in self._workers if not w.eof}
             if readers:
                 for reader in wait(list(readers), timeout=POLL):
                     self._read(readers[reader])
@@ -194,40 +254,57 @@ class LocalExecutor(Executor):
                 time.sleep(POLL)
             self._check(time.monotonic())
 
-    def _read(self, candidate_id: str) -> None:
-        w = self._workers[candidate_id]  # only this thread removes workers
+    def _read(self, w: _Worker) -> None:
         try:
             while True:
                 _, event = w.reader.recv()
-                self._handle(candidate_id, w, event)
+                self._handle(w, event)
                 if not w.reader.poll():
                     return
         except (EOFError, OSError):
             w.eof = True  # everything the worker sent has been read
             w.process.join(0.05)  # usually exiting right now; _check reaps it otherwise
 
-    def _handle(self, candidate_id: str, w: _Worker, event: Event) -> None:
+    def _handle(self, w: _Worker, event: Event) -> None:
         w.last_seen = time.monotonic()
         kind = event.get("kind")
-        if kind == "heartbeat":
+        job = w.job  # only this thread ends a job; submit only gives jobs to idle workers
+        if kind == "heartbeat" or job is None:
             return
-        if kind in ("result", "error"):
-            with self._lock:  # the work is over; a worker that lingers is ended
-                w.result, w.error = (event, None) if kind == "result" else (None, event)
+        if kind == "result":
+            with self._lock:
+                free = w.cause is None
+                if free:  # done: the slot is free before the result goes out
+                    w.assign(None, time.monotonic())
+                else:  # being killed: the result waits for the process to end
+                    w.result = event
+                    w.stop()
+                    if w.deadline is None:
+                        w.deadline = time.monotonic() + self.grace
+            if free:
+                self._emit(job.candidate_id, event)
+            return
+        if kind == "error":
+            with self._lock:  # the worker exits after an error; one that lingers is ended
+                w.error = event
                 if w.deadline is None:
                     w.deadline = time.monotonic() + self.grace
             return
-        self._emit(candidate_id, event)
+        self._emit(job.candidate_id, event)
 
     def _check(self, now: float) -> None:
         done = []
         with self._lock:
-            for candidate_id, w in self._workers.items():
+            for w in self._workers:
                 if w.process.exitcode is not None:
                     w.exited_at = w.exited_at or now
                     if w.eof or now - w.exited_at > LINGER:
-                        done.append(candidate_id)
-                elif w.cause is None and now - w.last_seen > self.heartbeat_timeout:
+                        done.append(w)
+                elif w.job is None and self._closing and not w.stopping:
+                    w.stop()  # idle at shutdown: asked to exit, ended if it does not
+                    w.deadline = now + self.grace
+                elif (w.job is not None and w.cause is None
+                      and now - w.last_seen > self.heartbeat_timeout):
                     w.cause = f"no heartbeat for {self.heartbeat_timeout:g} s"
                     w.process.kill()  # silent: stopped, hung or wedged; SIGTERM may not land
                     w.terminated, w.deadline = True, None
@@ -238,15 +315,18 @@ class LocalExecutor(Executor):
                     else:
                         w.process.kill()
                         w.deadline = None
-            finished = [(cid, self._workers.pop(cid)) for cid in done]
-        for candidate_id, w in finished:  # the slot is free before the terminal event goes out
+            for w in done:
+                self._workers.remove(w)
+        for w in done:  # the slot is free before the terminal event goes out
             w.reader.close()
-            self._emit(candidate_id, outcome(w))
+            w.jobs.close()
+            if w.job is not None:
+                self._emit(w.job.candidate_id, outcome(w))
 
     def _kill_now(self) -> None:
         """At interpreter exit: no worker outlives the engine."""
         with self._lock:
-            workers = list(self._workers.values())
+            workers = list(self._workers)
         for w in workers:
             if w.process.exitcode is None:
                 w.process.kill()

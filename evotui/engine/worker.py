@@ -1,4 +1,12 @@
-"""The worker: the entry point of a spawned process that trains one candidate for one rung.
+"""The worker: a spawned process that trains candidates, one job (one candidate, one rung) at a
+time, for as long as its executor keeps it.
+
+``serve(jobs, events, flag, threads, target)`` is the process's entry point: it receives a
+:class:`Job` at a time from ``jobs`` (the reading end of a ``Pipe``), calls
+``target(job, events, flag, threads)`` (``run_job``; tests pass a wrapper) and waits for the
+next; ``None`` or the pipe's end of file ends the process. torch stays imported and the last
+prepared dataset stays in memory (keyed by the config's data section and the cache directory),
+so a job after the first starts training at once.
 
 ``run_job(job, events, flag)`` prepares the tokens (from the cache), builds the trainer on
 ``job.device``, resumes a checkpoint or inherits parents' tensors, trains to ``job.until_step``
@@ -17,17 +25,22 @@ boundary, result status ``paused``), 2 for a kill (result status ``killed``). Th
 SIGINT (Ctrl-C in the terminal reaches the whole process group; the engine decides) and exits
 by itself when its parent process is gone.
 
+Between jobs the worker sends nothing (no heartbeat) and exits by itself when its parent is gone.
 This module imports no torch at import time, so a spawned process starts its heartbeat before
 the heavy imports, and the module imports fine on a machine without a GPU.
 """
 
 from __future__ import annotations
 
+import gc
+import json
 import os
 import signal
+import sys
 import threading
 import traceback
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,6 +56,39 @@ Send = Callable[[dict[str, Any]], None]
 
 class Flag(Protocol):
     value: int
+
+
+def serve(jobs: Connection, events: Any, flag: Flag, threads: int | None = None,
+          target: Callable[..., None] | None = None) -> None:
+    """The worker process's loop: run each job received on ``jobs`` with ``target`` (default
+    ``run_job``) until ``None`` or end of file. The executor resets ``flag`` before each job."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    target = target or run_job
+    parent = os.getppid()
+    while (job := _next_job(jobs, parent)) is not None:
+        target(job, events, flag, threads)
+        _release_memory()
+
+
+def _next_job(jobs: Connection, parent: int) -> Job | None:
+    """The next job; None when told to stop or when the executor's end of the pipe is closed.
+    Exits the process when the parent is gone."""
+    try:
+        while not jobs.poll(HEARTBEAT_INTERVAL):
+            if os.getppid() != parent:
+                os._exit(EXIT_ORPHANED)
+        return jobs.recv()
+    except (EOFError, OSError):
+        return None
+
+
+def _release_memory() -> None:
+    """Free the last job's tensors (reference cycles included) before the next job starts."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def run_job(job: Job, events: Any, flag: Flag, threads: int | None = None) -> None:
@@ -77,7 +123,6 @@ def train(job: Job, send: Send, flag: Flag, threads: int | None = None) -> dict[
 
     import torch
 
-    from evotui.data import prepare
     from evotui.train.trainer import CandidateTrainer
 
     if threads:
@@ -85,8 +130,7 @@ def train(job: Job, send: Send, flag: Flag, threads: int | None = None) -> dict[
     device = torch.device(job.device)
     if device.type == "cuda":  # stray allocations land on this slot's GPU, not on cuda:0
         torch.cuda.set_device(device)
-    cache_dir = Path(job.cache_dir) if job.cache_dir else None
-    dataset = prepare(cfg, cache_dir, progress=lambda text: send({"kind": "log", "text": text}))
+    dataset = prepared(job, cfg, send)
     trainer = CandidateTrainer(cfg, dataset, device=job.device, seed=job.seed,
                                checkpoint_path=job.checkpoint_path, callback=send,
                                control=lambda: command(flag))
@@ -97,6 +141,28 @@ def train(job: Job, send: Send, flag: Flag, threads: int | None = None) -> dict[
     result = trainer.run(job.until_step, job.total_steps, job.rung)
     return {"kind": "result", **result.as_dict(), "inherited": trainer.inherited,
             "fresh": trainer.fresh}
+
+
+_DATASETS: dict[str, Any] = {}  # the last prepared dataset in this process, by its key
+
+
+def prepared(job: Job, cfg: Any, send: Send) -> Any:
+    """The job's dataset: the one this process prepared for the previous job when the data
+    section and the cache directory are the same (the model's vocabulary is checked again),
+    else a freshly prepared one, which replaces it."""
+    from evotui.data import check_vocab, prepare
+
+    key = json.dumps([job.config.get("data"), job.cache_dir], sort_keys=True, default=str)
+    dataset = _DATASETS.get(key)
+    if dataset is not None:
+        check_vocab(dataset.tokenizer, cfg.model.emb.vocab)
+        send({"kind": "log", "text": "data: reusing the dataset prepared for an earlier job"})
+        return dataset
+    _DATASETS.clear()
+    cache_dir = Path(job.cache_dir) if job.cache_dir else None
+    dataset = prepare(cfg, cache_dir, progress=lambda text: send({"kind": "log", "text": text}))
+    _DATASETS[key] = dataset
+    return dataset
 
 
 def command(flag: Flag) -> str | None:

@@ -308,3 +308,33 @@ def test_a_silent_worker_is_failed_and_its_slot_reclaimed(config, cache_dir, tmp
     result = terminal(drive(ex, [make_job(config, cache_dir, tmp_path, "z", LONG)], react)["z"])
     assert result["kind"] == "failed" and result["reason"] == "no heartbeat for 3 s", result
     assert gone(pid[0]) and ex.free_slots() == ["cpu"]
+
+
+def test_a_slot_keeps_its_worker_between_jobs(config, cache_dir, tmp_path):
+    """Two jobs one after the other on one CPU slot: the same process serves both, and the
+    second skips the start-up (spawn, torch import, data preparation)."""
+    ex = executor()
+    seen: Events = {"a": [], "b": []}
+    walls: dict[str, float] = {}
+
+    async def scenario() -> None:
+        events = ex.events()
+        for cid in seen:
+            t0 = time.monotonic()
+            ex.submit(make_job(config, cache_dir, tmp_path, cid, 2))
+            async for got, event in events:
+                seen[got].append(event)
+                if got == cid and event["kind"] in TERMINAL:
+                    break
+            walls[cid] = time.monotonic() - t0
+            assert ex.free_slots() == ["cpu"] and ex.running() == []
+        await ex.shutdown()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60.0))
+    results = [terminal(seen[cid]) for cid in seen]
+    assert [r.get("status") for r in results] == ["done", "done"], results
+    pids = [seen[cid][0]["pid"] for cid in seen]
+    assert pids[0] == pids[1]
+    assert [e["step"] for e in seen["b"] if e["kind"] == "step"] == [1, 2]
+    assert walls["b"] < walls["a"] / 2, walls
+    assert gone(pids[0]) and ex.free_slots() == ["cpu"]  # shutdown ended the idle worker
