@@ -239,8 +239,10 @@ class CandidateTrainer:
 
     # -- measurement --------------------------------------------------------------------
     @torch.no_grad()
-    def heldout_losses(self, loops: int | None = None) -> dict[str, float]:
-        """Mean held-out loss per eval tag (the same windows for every candidate)."""
+    def heldout_losses(self, loops: int | None = None, batches: int | None = None
+                       ) -> dict[str, float]:
+        """Mean held-out loss per eval tag over the first ``batches`` (default
+        ``train.eval_batches``) held-out batches: the same windows for every candidate."""
         cfg, model = self.cfg, self.model
         was_training = model.training
         model.eval()
@@ -248,14 +250,14 @@ class CandidateTrainer:
         out = {}
         try:
             for tag in self.data.eval_tags:
-                batches = self.data.eval_batches(tag, cfg.data.batch_size, cfg.data.seq_len,
-                                                 cfg.train.eval_batches)
+                windows = self.data.eval_batches(tag, cfg.data.batch_size, cfg.data.seq_len,
+                                                 batches or cfg.train.eval_batches)
                 total = 0.0
-                for x, y in batches:
+                for x, y in windows:
                     with self._autocast():
                         _, loss = self.forward(x.to(self.device), y.to(self.device))
                     total += float(loss)
-                out[tag] = total / len(batches)
+                out[tag] = total / len(windows)
         finally:
             model.loop_override = None
             model.train(was_training)
@@ -269,9 +271,11 @@ class CandidateTrainer:
         m: dict[str, float] = {"loss": mean, "ppl": _ppl(mean)}
         for tag, v in losses.items():
             m[f"loss_{tag}"], m[f"ppl_{tag}"] = v, _ppl(v)
+        quick = max(1, t.eval_batches // 4)  # a diagnostic: a quarter of the windows
         for rec in cfg.model.recurrences:
-            for n in rec.test_recurrences:
-                other = self.heldout_losses(loops=n)
+            # each count, the training count included, on the same windows: comparable
+            for n in dict.fromkeys([rec.train_recurrence, *rec.test_recurrences]):
+                other = self.heldout_losses(loops=n, batches=quick)
                 m[f"loss@loops{n}"] = sum(other.values()) / len(other)
         tps = self.tokens / self.train_time if self.train_time > 0 else 0.0
         m["throughput"] = tps

@@ -55,7 +55,7 @@ def test_loss_falls_on_tiny(tiny_cfg, dataset, tmp_path):
     m = result.metrics
     for key in ("ppl_code", "ppl_text", "ppl_math", "loss", "throughput", "peak_mem_mb",
                 "params_total", "flops_per_token", "passkey_acc", "passkey_loss",
-                "loss@loops1", "loss@loops4", "router_entropy"):
+                "loss@loops1", "loss@loops2", "loss@loops4", "router_entropy"):
         assert key in m, key
     assert m["ppl_code"] == pytest.approx(math.exp(m["loss_code"]))
     assert m["throughput"] > 0 and m["peak_mem_mb"] > 0
