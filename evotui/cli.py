@@ -71,7 +71,10 @@ def _params_built(cfg) -> int:
     """Parameters of the model really built from the spec (on the meta device: no memory)."""
     from evotui.model.lm import build_model, count_parameters
 
-    return count_parameters(build_model(cfg.model, cfg.data.seq_len, device="meta"))
+    try:
+        return count_parameters(build_model(cfg.model, cfg.data.seq_len, device="meta"))
+    except (RuntimeError, ValueError, OverflowError) as e:  # sizes torch cannot allocate
+        raise UserError.single(f"the model cannot be built: {e}", path="model") from None
 
 
 @app.command()
@@ -85,6 +88,9 @@ def schema(
     from evotui.dsl import json_schema
 
     text = json.dumps(json_schema(), indent=2) + "\n"
+    if out is not None and out.is_dir():
+        raise UserError.single("is a directory; give a file name such as evotui.schema.json",
+                               path="--out", source=str(out))
     if out is None:
         typer.echo(text, nl=False)
     else:

@@ -138,6 +138,12 @@ CASES = [
      "train.global_batch_tokens", "multiple of batch_size x seq_len (512)"),
     ("lr-twice", with_change("train", {"lr": 0.001, "optimizer": {"lr": 0.002}}),
      "train.optimizer.lr", "one place"),
+    ("infinite-float", with_change("model.blocks.1.ffn.capacity_factor", float("inf")),
+     "model.blocks[1].ffn.capacity_factor", "finite"),
+    ("huge-size", with_change("model.emb.dim", 10**30), "model.emb.dim", "less than or equal"),
+    ("rope-head-dim-2", with_change(f"{B0}.attn", {"heads": 2, "head_dim": 2, "rope": "ntk"}),
+     "model.blocks[0].attn.head_dim", "at least 4"),
+    ("seed-range", with_change("train", {"seed": 2**70}), "train.seed", "less than or equal"),
     ("selection", with_change("evolution", {"parent_selection": "roulette"}),
      "evolution.parent_selection", "'lexicase'"),
 ]

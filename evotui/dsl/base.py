@@ -31,7 +31,8 @@ class Strict(BaseModel):
     Any other value is an error whose message says what to use instead.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False,
+                              allow_inf_nan=False)
 
     legacy: ClassVar[dict[str, str]] = {}
 

@@ -25,7 +25,7 @@ from evotui.dsl import components
 from evotui.dsl.base import Strict, fail, note
 from evotui.dsl.patterns import ALL_KNOBS, OPTIONAL_KNOBS, REQUIRED_KNOBS, Pattern
 
-PosInt = Annotated[int, Field(gt=0)]
+PosInt = Annotated[int, Field(gt=0, le=1 << 40)]  # sizes; the bound keeps builds in range
 Prob = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 RopeKind = Literal["standard", "linear", "ntk", "yarn", "none"]
@@ -114,8 +114,9 @@ class AttnSpec(Strict):
                 if getattr(self, f) is not None:
                     raise fail(f, "has no effect with rope: none; remove it or set a rope kind")
         else:
-            if self.head_dim % 2:
-                raise fail("head_dim", "RoPE rotates pairs of channels; use an even head_dim")
+            if self.head_dim % 2 or self.head_dim < 4:
+                raise fail("head_dim", "RoPE rotates pairs of channels; use an even head_dim "
+                           "of at least 4")
             if self.rope == "standard" and self.rope_factor is not None:
                 raise fail("rope_factor", "applies to rope linear, ntk or yarn only")
             if self.rope in SCALED_ROPE and self.rope_factor is None:

@@ -17,7 +17,7 @@ from evotui.dsl import objectives as obj
 from evotui.dsl.base import Strict, fail, note
 from evotui.dsl.model import ModelSpec, MoEFFN, RetroExtra
 
-PosInt = Annotated[int, Field(gt=0)]
+PosInt = Annotated[int, Field(gt=0, le=1 << 40)]
 PosFloat = Annotated[float, Field(gt=0.0)]
 NonNegFloat = Annotated[float, Field(ge=0.0)]
 
@@ -73,7 +73,7 @@ class TrainConfig(Strict):
         "float32", description="Weights in checkpoints (bfloat16 halves them; resume is then "
         "approximate)."
     )
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     eval_batches: PosInt = Field(8, description="Held-out batches per shard per evaluation.")
     eval_interval: PosInt = Field(100, description="Steps between held-out evaluations.")
     log_interval: PosInt = Field(10, description="Steps between progress events.")
@@ -181,7 +181,7 @@ class DataConfig(Strict):
     }
 
     tokenizer: str = Field("byte", description="byte | gpt2 | bpe:<vocab> | a tokenizer path.")
-    seq_len: Annotated[int, Field(ge=8)] = 256
+    seq_len: Annotated[int, Field(ge=8, le=1 << 20)] = 256
     batch_size: PosInt = Field(8, description="Sequences per micro-batch.")
     workers: Annotated[int, Field(ge=0)] = Field(0, description="Tokeniser processes.")
     hf_revision: str | None = Field(None, description="Default dataset revision.")

@@ -24,12 +24,14 @@ from evotui.dsl import ModelSpec, RunConfig, estimate, to_data
 from evotui.engine.exports import summary, write_frontier, write_lineage
 from evotui.engine.jobs import Job
 from evotui.engine.store import RunStore
+from evotui.errors import UserError
+from evotui.evolve.entry import Entry, eligible
 from evotui.evolve.novelty import novelty
 from evotui.evolve.pareto import pareto_front, rank_and_crowding
 from evotui.evolve.selection import get_selector
-from evotui.evolve.selection.base import Entry
 from evotui.evolve.variation import (
     AdaptiveWeights,
+    VariationError,
     crossover,
     inheritance_map,
     mutate,
@@ -113,8 +115,9 @@ class Engine:
     async def generation(self, g: int) -> None:
         members = self.store.candidates(generation=g)
         if not members:
-            self.breed(g)
-            self._save_state(g)  # the RNG after breeding: a resume breeds nothing twice
+            with self.store.transaction():  # all of a generation is bred, or none of it
+                self.breed(g)
+                self._save_state(g)  # the RNG after breeding: a resume breeds nothing twice
             members = self.store.candidates(generation=g)
         ids = [c["id"] for c in members]
         await self.train_until_settled(ids, rung=1)
@@ -131,34 +134,53 @@ class Engine:
     # -- breeding -----------------------------------------------------------------------
     def breed(self, g: int) -> None:
         pop = self.cfg.evolution.population
+        attempts = 0
         if g == 0:
             seed = self.cfg.model
             self._add(g, seed, parents=[], ops=["seed"], provenance=None)
-            while len(self.store.candidates(generation=g)) < pop:
-                child = mutate(self.cfg, seed, self.rng, steps=self.rng.randint(1, 2),
-                               weights=self._weights())
+            while len(self.store.candidates(generation=g)) < pop and attempts < pop * 20:
+                attempts += 1
+                try:
+                    child = mutate(self.cfg, seed, self.rng, steps=self.rng.randint(1, 2),
+                                   weights=self._weights())
+                except VariationError as e:
+                    self.log("mutation", f"no mutation of the seed applies: {e}")
+                    break
                 self._add_child(g, child, ["c0000"], [seed])
+            self._shortfall(g, pop)
             return
         pool = self._parent_pool()
         if not pool:
-            raise RuntimeError("no finished candidate can be a parent; the run cannot go on "
-                               "(every candidate failed: see run.log)")
+            missing = [k for k in self.cfg.evolution.objectives
+                       if not any(k in (c["metrics"] or {}) for c in self.store.candidates())]
+            raise UserError.single(
+                "no finished candidate has every objective measured, so none can be a parent"
+                + (f" (never measured: {', '.join(missing)})" if missing else
+                   " (every candidate failed: see run.log)"), path="evolution.objectives")
         selector = get_selector(self.cfg.evolution.parent_selection, self.cfg.evolution)
         objectives = self.cfg.evolution.objectives
-        attempts = 0
         while len(self.store.candidates(generation=g)) < pop and attempts < pop * 20:
             attempts += 1
-            if len(pool) > 1 and self.rng.random() < self.cfg.evolution.crossover_prob:
-                a, b = selector.select(pool, objectives, 2, self.rng)
-                pa, pb = self._spec(a), self._spec(b)
-                child = crossover(self.cfg, pa, pb, self.rng)
-                self._add_child(g, child, [a, b], [pa, pb])
-            else:
-                (a,) = selector.select(pool, objectives, 1, self.rng)
-                pa = self._spec(a)
-                child = mutate(self.cfg, pa, self.rng, steps=self.rng.randint(1, 2),
-                               weights=self._weights())
-                self._add_child(g, child, [a], [pa])
+            try:
+                if len(pool) > 1 and self.rng.random() < self.cfg.evolution.crossover_prob:
+                    a, b = selector.select(pool, objectives, 2, self.rng)
+                    pa, pb = self._spec(a), self._spec(b)
+                    self._add_child(g, crossover(self.cfg, pa, pb, self.rng), [a, b], [pa, pb])
+                else:
+                    (a,) = selector.select(pool, objectives, 1, self.rng)
+                    pa = self._spec(a)
+                    child = mutate(self.cfg, pa, self.rng, steps=self.rng.randint(1, 2),
+                                   weights=self._weights())
+                    self._add_child(g, child, [a], [pa])
+            except VariationError as e:
+                self.log("mutation", f"a variation failed and was redrawn: {e}")
+        self._shortfall(g, pop)
+
+    def _shortfall(self, g: int, pop: int) -> None:
+        n = len(self.store.candidates(generation=g))
+        if n < pop:
+            self.log("mutation", f"generation {g} has {n} of {pop} candidates: variation kept "
+                     "producing architectures already evaluated")
 
     def _weights(self) -> dict[str, float] | None:
         return self.weights.weights() if self.weights else None
@@ -178,17 +200,17 @@ class Engine:
         n = self.store.count_candidates()
         cid = f"c{n:04d}"
         est = estimate(spec, self.cfg.data.seq_len)
+        reason = self._rung0(est)
         self.store.add_candidate(
             id=cid, generation=g, parents=parents, operator="; ".join(ops),
             spec=to_data(spec), spec_key=spec_key(spec), provenance=provenance,
-            status="queued", rung=0, total_steps=self.rungs.total,
+            status="failed" if reason else "queued", rung=0, total_steps=self.rungs.total,
             metrics={"params_total": est.params_total, "params_active": est.params_active,
                      "flops_per_token": est.flops_per_token,
                      "kv_bytes_per_token": est.kv_bytes_per_token, "layers": est.layers,
                      "moe_blocks": est.moe_blocks, "ssm_blocks": est.ssm_blocks})
-        reason = self._rung0(est)
         if reason:
-            self.store.update_candidate(cid, status="failed", error=f"rung 0: {reason}")
+            self.store.update_candidate(cid, error=f"rung 0: {reason}")
             self.log("failure", f"{cid} rung 0: {reason}", cid)
         return cid
 
@@ -214,9 +236,15 @@ class Engine:
         return ModelSpec.model_validate(self.store.candidate(cid)["spec"])
 
     def _parent_pool(self) -> list[Entry]:
-        return [Entry(id=c["id"], metrics=c["metrics"] or {}, status=c["status"],
-                      spec=ModelSpec.model_validate(c["spec"]))
-                for c in self.store.candidates() if c["status"] in FINISHED]
+        """Finished candidates with every objective measured; when clean-up is on, only those
+        whose checkpoint is kept (a child always starts from its parents' weights)."""
+        inherit = self.cfg.evolution.weight_inheritance == "parent"
+        entries = [Entry(id=c["id"], metrics=c["metrics"] or {}, status=c["status"],
+                         spec=ModelSpec.model_validate(c["spec"]))
+                   for c in self.store.candidates() if c["status"] in FINISHED
+                   and not (self.options.cleanup_old_checkpoints and inherit
+                            and not c.get("checkpoint"))]
+        return eligible(entries, self.cfg.evolution.objectives)
 
     # -- rungs --------------------------------------------------------------------------
     def _promotion(self, g: int, ids: list[str]) -> list[str]:
@@ -263,31 +291,47 @@ class Engine:
         return [cands[i] for i in order]
 
     async def train_until_settled(self, ids: list[str], rung: int) -> None:
-        """Train every queued candidate of ``ids`` to ``rung``; obey commands meanwhile.
-        Returns when none of them is queued or running (paused ones wait for a resume)."""
-        wanted = set(ids)
+        """Train every queued candidate of ``ids`` to ``rung`` (and any paused candidate of an
+        earlier generation resumed meanwhile, to its own rung); obey commands meanwhile.
+        Returns when none of them is queued or running (paused ones wait for a resume). When
+        the run stops, running candidates are paused (checkpointed) and queued again for
+        ``--resume``."""
+        wanted = {i: rung for i in ids}
         running: dict[str, str] = {}  # candidate -> slot
-        for c in (self.store.candidate(i) for i in ids):
+        for c in self.store.candidates():
             if c["status"] == "running":  # in flight when the engine died: start again
                 self.store.update_candidate(c["id"], status="queued")
+            elif c["status"] == "killing":  # the kill was on its way: it is killed
+                self.store.update_candidate(c["id"], status="killed")
         events = self.executor.events()
-        while not self.stopping:
-            self._obey_commands(running, rung)
-            queued = [i for i in wanted if self.store.candidate(i)["status"] == "queued"]
-            for cid in queued:
-                slots = self.executor.free_slots()
-                if not slots:
-                    break
-                self._start(cid, rung, slots[0])
-                running[cid] = slots[0]
-            if not running and not any(self.store.candidate(i)["status"] == "queued"
-                                       for i in wanted):
+        pausing = False
+        while True:
+            if self.stopping and not pausing:
+                pausing = True
+                for cid in running:
+                    self.executor.request(cid, "pause")
+            if not self.stopping:
+                self._obey_commands(running)
+                for c in self.store.candidates("queued"):  # resumed from older generations
+                    if c["id"] not in wanted and c["rung"] >= 1:
+                        wanted[c["id"]] = c["rung"]
+                queued = [i for i in wanted if self.store.candidate(i)["status"] == "queued"]
+                for cid in queued:
+                    slots = self.executor.free_slots()
+                    if not slots:
+                        break
+                    self._start(cid, wanted[cid], slots[0])
+                    running[cid] = slots[0]
+            if not running and (self.stopping or not any(
+                    self.store.candidate(i)["status"] == "queued" for i in wanted)):
                 return
             try:
                 cid, event = await asyncio.wait_for(anext(events), self.options.poll_s)
             except (TimeoutError, StopAsyncIteration):
                 continue
-            self._handle(cid, event, running, rung)
+            self._handle(cid, event, running, wanted.get(cid, rung))
+            if pausing and event.get("kind") == "result" and event.get("status") == "paused":
+                self.store.update_candidate(cid, status="queued")  # resumes with the run
 
     def _start(self, cid: str, rung: int, slot: str) -> None:
         c = self.store.candidate(cid)
@@ -323,7 +367,8 @@ class Engine:
         may share, the run's directory name comes first so runs never overwrite each other."""
         if self.options.checkpoint_dir is None:
             return self.options.run_dir / "checkpoints" / f"{cid}.safetensors"
-        return self.options.checkpoint_dir / f"{self.options.run_dir.name}-{cid}.safetensors"
+        run_id = self.store.get_state("run_id") or self.options.run_dir.name
+        return self.options.checkpoint_dir / f"{run_id}-{cid}.safetensors"
 
     def _inherit_list(self, c: dict[str, Any]) -> list[tuple[str, str, str]] | None:
         parents = [self.store.candidate(p) for p in c["parents"]]
@@ -399,7 +444,7 @@ class Engine:
                              self.cfg.evolution.objectives)
 
     # -- commands -----------------------------------------------------------------------
-    def _obey_commands(self, running: dict[str, str], rung: int) -> None:
+    def _obey_commands(self, running: dict[str, str]) -> None:
         for cmd in self.store.pending_commands():
             cid, action = cmd["candidate"], cmd["action"]
             status = self.store.candidate(cid)["status"]
@@ -420,9 +465,8 @@ class Engine:
                 else:
                     ok, outcome = False, f"cannot resume a {status} candidate"
             elif action == "kill":
-                if cid in running:
+                if cid in running and self.executor.request(cid, "kill"):
                     self.store.update_candidate(cid, status="killing")
-                    self.executor.request(cid, "kill")
                     outcome = "killing"
                 elif status in ("queued", "paused"):
                     self.store.update_candidate(cid, status="killed")

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,18 @@ def rung_steps(cfg: RunConfig, steps: int | None) -> Rungs:
     return Rungs((r1, r2))
 
 
+def check_data(cfg: RunConfig) -> None:
+    """Load-check every shard and tokenise what is not cached yet, in this process and before
+    any worker starts: a shard that cannot be loaded is one line and exit 2, not a run of failed
+    candidates, and the workers find the token cache warm."""
+    from rich.console import Console
+
+    from evotui.data import prepare
+
+    console = Console(stderr=True)
+    prepare(cfg, progress=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False))
+
+
 def devices_for(flags: RunFlags) -> list[str]:
     import torch
 
@@ -119,6 +132,7 @@ def open_run(flags: RunFlags, default_config: Path) -> tuple[Engine, int]:
         cfg = loads(store.config_yaml, source=str(run_dir / "config.yaml"))
         options = RunOptions(run_dir=run_dir, **store.get_state("options"))
         rungs = Rungs(tuple(store.get_state("rungs")["steps"]))
+        check_data(cfg)
         generations = cfg.evolution.generations
     else:
         path = flags.config or default_config
@@ -128,6 +142,11 @@ def open_run(flags: RunFlags, default_config: Path) -> tuple[Engine, int]:
         if (run_dir / "run.db").exists():
             raise UserError.single("already holds a run; use --resume to continue it or "
                                    "choose another --run-dir", source=str(run_dir))
+        try:
+            check_data(cfg)  # every shard and the tokenizer, before a run directory exists
+        except UserError as e:
+            e.source = e.source or str(path)
+            raise
         rungs = rung_steps(cfg, flags.steps)
         options = RunOptions(
             run_dir=run_dir, checkpoint_dir=flags.checkpoint_dir, frontier_path=flags.out,
@@ -136,6 +155,7 @@ def open_run(flags: RunFlags, default_config: Path) -> tuple[Engine, int]:
         store = RunStore.create(run_dir, dump(cfg), {"config": str(path), "name": name},
                                 log_path=flags.log)
         store.set_state("objectives", cfg.evolution.objectives)
+        store.set_state("run_id", f"{run_dir.name}-{uuid.uuid4().hex[:8]}")
         store.set_state("rungs", {"steps": list(rungs.steps)})
         store.set_state("options", {
             "checkpoint_dir": str(options.checkpoint_dir) if options.checkpoint_dir else None,
