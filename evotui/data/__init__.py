@@ -73,18 +73,25 @@ def prepare(cfg: RunConfig, cache_dir: Path | None = None,
             files[key] = found
         return files[key]
 
+    def key_of(shard: ShardSpec) -> str:
+        return cache.cache_key(sources.identity(shard, d.hf_revision), tokenizer)
+
+    # a source that is both trained on and evaluated keeps its held-out tail out of training
+    shared = {key_of(s) for _, s in train} & {key_of(s) for _, s in evals}
     train_regions, heldout = [], {}
     for where, shard in train:
         tf = tokens(where, shard)
         what, tag = sources.describe(shard), shard.tag or "data"
+        whole = evals and key_of(shard) not in shared
         train_regions.append(Region(where, what, tag, shard.weight,
-                                    tf.tokens if evals else tf.train))
+                                    tf.tokens if whole else tf.train))
         if not evals:
             heldout.setdefault(tag, []).append(Region(where, what, tag, 1.0, tf.heldout))
     for where, shard in evals:
         tf, tag = tokens(where, shard), shard.tag or "data"
+        part = tf.heldout if key_of(shard) in shared else tf.tokens
         heldout.setdefault(tag, []).append(Region(where, sources.describe(shard), tag, 1.0,
-                                                  tf.tokens))
+                                                  part))
     dataset = Dataset(tokenizer, train_regions, heldout)
     dataset.check_windows(d.seq_len)
     return dataset

@@ -89,8 +89,9 @@ class Engine:
         if not state:
             return 0
         self.rng.setstate(_rng_from_json(state["rng"]))
-        if state.get("weights") and self.weights is not None:
-            self.weights = AdaptiveWeights.from_dict(state["weights"])
+        weights = self.store.get_state("weights") or state.get("weights")
+        if weights and self.weights is not None:
+            self.weights = AdaptiveWeights.from_dict(weights)
         return int(state["generation"])
 
     def log(self, kind: str, text: str, candidate: str | None = None) -> None:
@@ -442,6 +443,7 @@ class Engine:
         ops = [op for op in (c["operator"] or "").split("; ") if op]
         self.weights.observe(ops, metrics, parent["metrics"] or {},
                              self.cfg.evolution.objectives)
+        self.store.set_state("weights", self.weights.to_dict())  # a resume keeps every credit
 
     # -- commands -----------------------------------------------------------------------
     def _obey_commands(self, running: dict[str, str]) -> None:

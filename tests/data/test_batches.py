@@ -228,6 +228,20 @@ def test_eval_shards_replace_held_out_tails(files, tmp_path):
     assert len(ds.eval_batches("val", 2, T, 2)) == 2
 
 
+def test_a_source_both_trained_and_evaluated_keeps_its_tail_out_of_training(files, tmp_path):
+    s = shards(files)
+    cfg = make_config(s, eval_shards=[{"path": s[0]["path"], "tag": "alpha"}])
+    ds = prepare(cfg, cache_dir=tmp_path / "cache")
+    alpha_train = ds.train_shards[0].tokens
+    held = ds.heldout_tokens("alpha")
+    full = ByteTokenizer().encode_packed(files["a"][1])
+    assert len(alpha_train) + len(held) == len(full)  # disjoint: train head, held-out tail
+    assert np.array_equal(held, full[len(alpha_train):])
+    # the other training shard is not evaluated: it trains on all of its tokens
+    b_full = ByteTokenizer().encode_packed(files["b"][1])
+    assert np.array_equal(ds.train_shards[1].tokens, b_full)
+
+
 def test_builtin_corpus_and_filler(small_caps, tmp_path):
     cfg = make_config([{"name": "builtin:code", "weight": 0.4},
                        {"name": "builtin:prose", "weight": 0.4},
