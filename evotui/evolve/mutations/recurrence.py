@@ -41,20 +41,28 @@ class AddLoop(Mutation):
         ctx.note = f"blocks {rec['start']}..{rec['end']} x{rec['train_recurrence']}"
 
 
+class LoopMutation(Mutation):
+    """An operator on one existing recurrence span."""
+
+    def applicable(self, spec: ModelSpec, ctx: MutationContext) -> bool:
+        return bool(spec.recurrences)
+
+    @staticmethod
+    def pick(data: Data, rng: random.Random) -> tuple[int, Data]:
+        r = rng.randrange(len(data["recurrences"]))
+        return r, data["recurrences"][r]
+
+
 @register
-class ResizeLoop(Mutation):
+class ResizeLoop(LoopMutation):
     """Grow or shrink a span by one block at either end."""
 
     name = "rec.resize"
     weight = 0.3
 
-    def applicable(self, spec: ModelSpec, ctx: MutationContext) -> bool:
-        return bool(spec.recurrences)
-
     def apply(self, data: Data, rng: random.Random, ctx: MutationContext) -> None:
         recs = data["recurrences"]
-        r = rng.randrange(len(recs))
-        rec = recs[r]
+        r, rec = self.pick(data, rng)
         others = {i for j, o in enumerate(recs) if j != r for i in range(o["start"], o["end"] + 1)}
         n = len(data["blocks"])
         moves = []
@@ -73,19 +81,14 @@ class ResizeLoop(Mutation):
 
 
 @register
-class TuneLoop(Mutation):
+class TuneLoop(LoopMutation):
     """Loop count, its random range, the curriculum, or the adapter."""
 
     name = "rec.tune"
     weight = 0.3
 
-    def applicable(self, spec: ModelSpec, ctx: MutationContext) -> bool:
-        return bool(spec.recurrences)
-
     def apply(self, data: Data, rng: random.Random, ctx: MutationContext) -> None:
-        recs = data["recurrences"]
-        r = rng.randrange(len(recs))
-        rec = recs[r]
+        r, rec = self.pick(data, rng)
         knob = rng.choice(("train_recurrence", "max_train_recurrence", "curriculum_fraction",
                            "adapter"))
         old = rec.get(knob)
@@ -114,14 +117,11 @@ class TuneLoop(Mutation):
 
 
 @register
-class RemoveLoop(Mutation):
+class RemoveLoop(LoopMutation):
     name = "rec.remove"
     weight = 0.2
 
-    def applicable(self, spec: ModelSpec, ctx: MutationContext) -> bool:
-        return bool(spec.recurrences)
-
     def apply(self, data: Data, rng: random.Random, ctx: MutationContext) -> None:
-        r = rng.randrange(len(data["recurrences"]))
-        rec = data["recurrences"].pop(r)
+        r, rec = self.pick(data, rng)
+        data["recurrences"].pop(r)
         ctx.note = f"loop {r}: blocks {rec['start']}..{rec['end']}"
