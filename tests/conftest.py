@@ -27,3 +27,39 @@ def run_cli(capsys):
         return (code if isinstance(code, int) else 1), out.out, out.err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def token_cache(tmp_path_factory):
+    """One token cache for the whole session: tiny's corpus is tokenised once."""
+    path = tmp_path_factory.mktemp("token-cache")
+    old = os.environ.get("EVOTUI_CACHE")
+    os.environ["EVOTUI_CACHE"] = str(path)
+    from evotui.data import prepare
+    from evotui.dsl import load
+
+    prepare(load(ROOT / "configs" / "tiny.yaml"), cache_dir=path)
+    yield path
+    if old is None:
+        os.environ.pop("EVOTUI_CACHE", None)
+    else:
+        os.environ["EVOTUI_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, token_cache):
+    """A finished tiny run on CPU (2 generations of 3, 4 steps): a run directory with run.db,
+    frontier.json, lineage.json, run.log and checkpoints. Treat it as read-only; copy it
+    (shutil.copytree) before changing anything."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path_factory.mktemp("tiny-run") / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "evotui", "run", str(ROOT / "configs" / "tiny.yaml"),
+         "--run-dir", str(run_dir), "--generations", "2", "--steps", "4", "--population", "3",
+         "--eval-batches", "1", "--device", "cpu", "--seed", "5", "--quiet"],
+        capture_output=True, text=True, env={**os.environ, "EVOTUI_CACHE": str(token_cache)},
+        timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir
