@@ -354,6 +354,11 @@ def bench_engine(
                f"{idle['median']} s, max {idle['max']} s; run wall {result['run_wall_s']} s")
 
 
+from evotui.commands import register_all  # noqa: E402
+
+register_all(app, bench_app)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the app and turns errors into exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)
