@@ -391,6 +391,11 @@ class Engine:
                 "lr": event["lr"], "tokens": event["tokens"],
                 "tokens_per_s": event["tokens_per_s"], "kind": "train"}])
             self.store.update_candidate(cid, step=event["step"])
+        elif kind == "started":
+            # which process trains on which device: the TUI's GPU pane shows their memory
+            workers = self.store.get_state("workers", {}) or {}
+            workers[str(event.get("device"))] = {"pid": event.get("pid"), "candidate": cid}
+            self.store.set_state("workers", workers)
         elif kind == "eval":
             self.store.add_metrics([{"candidate": cid, "rung": rung, "step": event["step"],
                                      "loss": event["loss"], "kind": "eval"}])
