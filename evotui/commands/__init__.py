@@ -9,7 +9,7 @@ import importlib
 
 import typer
 
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = ("analysis",)
 
 
 def register_all(app: typer.Typer, bench_app: typer.Typer) -> None:
