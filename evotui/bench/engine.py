@@ -1,9 +1,19 @@
-"""``evotui bench engine``: how much of a worker's wall time goes to training steps.
+"""``evotui bench engine``: where a worker's wall time goes on a small search.
 
-Runs a small search on the embedded default config in a temporary run directory and times,
-from the executor's events: each worker's wall time (start to result), the time it spent inside
-training steps (the trainer's own clock, via tokens / throughput), and how long each slot sat
-idle between one candidate's result and the next candidate's first training step.
+Runs a search on the embedded default config (or ``config``) in a temporary run directory. Each
+job's wall time runs from the engine submitting it (the ``started`` event) to its result
+arriving in the engine. The worker reports, with its own clock, how that time divides:
+
+* ``train``: inside optimizer steps (the only part the issue's target counts as training);
+* ``measure``: the held-out evaluation the objectives need (eval points during the rung and
+  the final measurement: per-shard perplexity, probes, recurrence diagnostics);
+* ``setup``: importing torch, preparing the dataset, building the model, loading weights;
+* ``checkpoint``: writing the candidate's checkpoint;
+* ``other``: the rest of the wall time: pipes, the engine's bookkeeping, a job waiting for its
+  worker's warm-up.
+
+A slot's idle time between candidates runs from one job's result reaching the engine to the
+next job's first training step on that slot (both ``time.monotonic()`` on this machine).
 """
 
 from __future__ import annotations
@@ -15,53 +25,69 @@ import time
 from pathlib import Path
 from typing import Any
 
+PARTS = {"train": ("train_s",), "measure": ("eval_s", "measure_s"),
+         "setup": ("startup_s", "data_s", "build_s", "load_s"), "checkpoint": ("checkpoint_s",)}
+
 
 def run(device: str = "cpu", population: int = 4, generations: int = 1, steps: int = 20,
-        config: Path | None = None) -> dict[str, Any]:
+        config: Path | None = None, eval_batches: int = 2) -> dict[str, Any]:
     from evotui.engine.runner import RunFlags, open_run
 
     default = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
     with tempfile.TemporaryDirectory(prefix="evotui-bench-") as tmp:
         flags = RunFlags(config=config or default, generations=generations, steps=steps,
                          population=population, device=device, run_dir=Path(tmp) / "run",
-                         eval_batches=2)
+                         eval_batches=eval_batches)
         engine, total = open_run(flags, default)
-        started: dict[str, float] = {}
-        slot_of: dict[str, str] = {}
-        walls: list[float] = []
-        training: list[float] = []
+        submitted: dict[str, tuple[float, str]] = {}  # candidate -> (time, slot)
+        jobs: list[dict[str, Any]] = []
+        freed: dict[str, float] = {}  # slot -> when its last result arrived
+        waiting: dict[str, float] = {}  # candidate -> when its slot was freed before it
         idle: list[float] = []
-        last_free: dict[str, float] = {}
 
         def on_event(kind: str, payload: dict[str, Any]) -> None:
             now = time.monotonic()
             cid = payload.get("candidate")
             if kind == "started" and cid:
-                started[cid] = now
-                slot_of[cid] = payload.get("device", "?")
-            elif kind == "step" and cid in slot_of:
-                # the slot was idle from the last result until this candidate's first step
-                slot = slot_of.pop(cid)
-                if slot in last_free:
-                    idle.append(now - last_free.pop(slot))
-            elif kind in ("result", "failed") and cid in started:
-                walls.append(now - started.pop(cid))
-                training.append(payload.get("train_seconds", 0.0))
-                last_free[engine.store.candidate(cid).get("device") or "?"] = now
+                slot = payload.get("device", "?")
+                submitted[cid] = (now, slot)
+                if slot in freed:
+                    waiting[cid] = freed.pop(slot)
+            elif kind in ("result", "failed") and cid in submitted:
+                began, slot = submitted.pop(cid)
+                jobs.append({"wall": now - began, "timings": payload.get("timings") or {}})
+                freed[slot] = now
+                first_step, since = payload.get("first_step_at"), waiting.pop(cid, None)
+                if first_step is not None and since is not None:
+                    idle.append(first_step - since)
 
         engine.on_event = on_event
         t0 = time.monotonic()
         asyncio.run(engine.run(total))
         wall = time.monotonic() - t0
         engine.store.close()
-    busy = sum(walls)
-    return {
+    return summarise(jobs, idle, wall) | {
         "device": device, "population": population, "generations": generations,
-        "steps": steps, "jobs": len(walls), "run_wall_s": round(wall, 2),
-        "worker_wall_s": round(busy, 2), "training_s": round(sum(training), 2),
-        "not_training_fraction": round(1 - sum(training) / busy, 4) if busy else None,
-        "mean_job_s": round(statistics.mean(walls), 2) if walls else None,
+        "steps": steps, "eval_batches": eval_batches}
+
+
+def summarise(jobs: list[dict[str, Any]], idle: list[float], run_wall: float) -> dict[str, Any]:
+    """The JSON figures from the jobs' walls and timings and the slots' idle gaps."""
+    busy = sum(j["wall"] for j in jobs)
+    parts = {name: sum(j["timings"].get(k, 0.0) for j in jobs for k in keys)
+             for name, keys in PARTS.items()}
+    parts["other"] = max(0.0, busy - sum(parts.values()))
+    n = max(1, len(jobs))
+    return {
+        "jobs": len(jobs), "run_wall_s": round(run_wall, 2), "worker_wall_s": round(busy, 2),
+        "training_s": round(parts["train"], 2),
+        "not_training_fraction": round(1 - parts["train"] / busy, 4) if busy else None,
+        "overhead_fraction": round(1 - (parts["train"] + parts["measure"]) / busy, 4)
+        if busy else None,
+        "fractions": {k: round(v / busy, 4) if busy else None for k, v in parts.items()},
+        "per_job_s": {k: round(v / n, 3) for k, v in parts.items()},
+        "mean_job_s": round(busy / n, 2) if jobs else None,
         "slot_idle_between_candidates_s": {
             "median": round(statistics.median(idle), 3) if idle else None,
-            "max": round(max(idle), 3) if idle else None},
+            "max": round(max(idle), 3) if idle else None, "count": len(idle)},
     }

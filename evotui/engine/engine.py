@@ -26,7 +26,7 @@ from evotui.engine.jobs import Job
 from evotui.engine.store import RunStore
 from evotui.errors import UserError
 from evotui.evolve.entry import Entry, eligible
-from evotui.evolve.novelty import novelty
+from evotui.evolve.novelty import descriptor, novelty
 from evotui.evolve.pareto import pareto_front, rank_and_crowding
 from evotui.evolve.selection import get_selector
 from evotui.evolve.variation import (
@@ -77,6 +77,8 @@ class Engine:
     rng: random.Random = field(default_factory=random.Random)
     weights: AdaptiveWeights | None = None
     stopping: bool = False
+    _stale: bool = field(default=False, init=False)  # a candidate finished since the export
+    _descriptors: dict[str, tuple[float, ...]] = field(default_factory=dict, init=False)
 
     # -- persistence --------------------------------------------------------------------
     def _save_state(self, generation: int) -> None:
@@ -102,6 +104,9 @@ class Engine:
     # -- the run ------------------------------------------------------------------------
     async def run(self, generations: int) -> None:
         start = self._load_state()
+        if start < generations and not self.stopping:  # workers start while we breed
+            self.executor.warm(to_data(self.cfg), str(self.options.cache_dir)
+                               if self.options.cache_dir else None)
         for g in range(start, generations):
             if self.stopping:
                 break
@@ -233,6 +238,14 @@ class Engine:
                 return f"{what} {value:,.0f} beyond {bound} {limit:,.0f}"
         return None
 
+    def _descriptor(self, c: dict[str, Any]) -> tuple[float, ...]:
+        """A candidate's novelty descriptor, computed once per genome (a finish compares it
+        with every other candidate's)."""
+        key = c.get("spec_key") or c["id"]
+        if key not in self._descriptors:
+            self._descriptors[key] = descriptor(ModelSpec.model_validate(c["spec"]))
+        return self._descriptors[key]
+
     def _spec(self, cid: str) -> ModelSpec:
         return ModelSpec.model_validate(self.store.candidate(cid)["spec"])
 
@@ -323,6 +336,8 @@ class Engine:
                         break
                     self._start(cid, wanted[cid], slots[0])
                     running[cid] = slots[0]
+            if self._stale:  # once the free slots have their next candidates
+                self._export()
             if not running and (self.stopping or not any(
                     self.store.candidate(i)["status"] == "queued" for i in wanted)):
                 return
@@ -421,10 +436,8 @@ class Engine:
         metrics = dict(c["metrics"] or {})
         metrics.update(result.get("metrics") or {})
         if status in FINISHED:
-            spec = ModelSpec.model_validate(c["spec"])
-            others = [ModelSpec.model_validate(o["spec"]) for o in self.store.candidates()
-                      if o["id"] != cid]
-            metrics["novelty"] = novelty(spec, others) if others else 0.0
+            others = [self._descriptor(o) for o in self.store.candidates() if o["id"] != cid]
+            metrics["novelty"] = novelty(self._descriptor(c), others) if others else 0.0
         if status == "killed" or c["status"] == "killing":
             status = "killed"
         fields = {"status": status, "metrics": metrics, "step": result.get("step", 0),
@@ -441,7 +454,7 @@ class Engine:
                  if isinstance(metrics.get(k), int | float)]
         self.log("finish" if status in FINISHED else status,
                  text + (": " + ", ".join(shown) if shown else ""), cid)
-        self._export()
+        self._stale = True  # exported once the freed slot has its next candidate
 
     def _credit(self, c: dict[str, Any], metrics: dict[str, float]) -> None:
         parent = self.store.candidate(c["parents"][0])
@@ -492,6 +505,7 @@ class Engine:
         return pareto_front(entries, self.cfg.evolution.objectives) if entries else []
 
     def _export(self) -> None:
+        self._stale = False
         run_dir = self.options.run_dir
         write_frontier(self.store, self.options.frontier_path or run_dir / "frontier.json",
                        self.cfg.evolution.objectives, self.frontier_ids())

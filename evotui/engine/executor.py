@@ -72,6 +72,11 @@ class Executor(ABC):
     def running(self) -> list[str]:
         """The candidate ids with a live worker."""
 
+    def warm(self, config: dict[str, Any],  # noqa: B027 - optional, not abstract
+             cache_dir: str | None = None) -> None:
+        """Get every slot ready for ``config`` (plain data) before the first job, where that
+        saves the first job time. An executor with nothing to prepare does nothing."""
+
     @abstractmethod
     async def shutdown(self, kill: bool = False) -> None:
         """Wait for the running jobs (killing them first with ``kill``), then end events()."""

@@ -30,3 +30,13 @@ class Job:
     def __post_init__(self) -> None:
         if self.inherit is not None:  # tuples survive any round trip through lists
             self.inherit = [(str(c), str(p), str(n)) for c, p, n in self.inherit]
+
+
+@dataclass
+class Warm:
+    """Sent to a fresh worker before its first job: import torch and the trainer, and prepare
+    the dataset of ``config`` (plain data, as in a Job) from ``cache_dir``."""
+
+    config: dict[str, Any]
+    device: str = "cpu"
+    cache_dir: str | None = None

@@ -30,6 +30,7 @@ import signal
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -38,7 +39,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from evotui.engine.executor import Event, Executor, check_action
-from evotui.engine.jobs import Job
+from evotui.engine.jobs import Job, Warm
 from evotui.engine.worker import KILL, PAUSE, run_job, serve
 
 Target = Callable[..., None]
@@ -157,14 +158,33 @@ class LocalExecutor(Executor):
             # events before this one
             self._emit(job.candidate_id, {"kind": "started", "device": job.device,
                                           "pid": w.process.pid})
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._monitor, name="evotui-executor",
-                                                daemon=True)
-                self._thread.start()
+            self._start_monitor()
         # outside the lock: a stopped worker with a full pipe must not block the monitor. If
         # the worker has died, the monitor reports the job as failed.
         with contextlib.suppress(OSError):
             w.jobs.send_bytes(data)
+
+    def warm(self, config: dict[str, Any], cache_dir: str | None = None) -> None:
+        """Spawn a worker for every slot that has none and have it import torch and prepare
+        the run's dataset now, while the engine breeds, so no candidate waits for that."""
+        with self._lock:
+            if self._closing:
+                return
+            have = [w.device for w in self._workers if not w.stopping and not w.eof]
+            wanted = Counter(self.slots)
+            wanted.subtract(Counter(have))
+            for device, missing in wanted.items():
+                for _ in range(max(0, missing)):
+                    w = self._spawn(device)
+                    with contextlib.suppress(OSError):
+                        w.jobs.send(Warm(config, device, cache_dir))
+            self._start_monitor()
+
+    def _start_monitor(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._monitor, name="evotui-executor",
+                                            daemon=True)
+            self._thread.start()
 
     def request(self, candidate_id: str, action: str) -> bool:
         check_action(action)

@@ -38,13 +38,14 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
-from evotui.engine.jobs import InheritSpec, Job
+from evotui.engine.jobs import InheritSpec, Job, Warm
 from evotui.errors import UserError
 
 HEARTBEAT_INTERVAL = 1.0  # seconds
@@ -67,11 +68,14 @@ def serve(jobs: Connection, events: Any, flag: Flag, threads: int | None = None,
     target = target or run_job
     parent = os.getppid()
     while (job := _next_job(jobs, parent)) is not None:
+        if isinstance(job, Warm):
+            warm_up(job, threads)
+            continue
         target(job, events, flag, threads)
         _release_memory()
 
 
-def _next_job(jobs: Connection, parent: int) -> Job | None:
+def _next_job(jobs: Connection, parent: int) -> Job | Warm | None:
     """The next job; None when told to stop or when the executor's end of the pipe is closed.
     Exits the process when the parent is gone."""
     try:
@@ -116,50 +120,88 @@ def _parent_gone(error: BaseException) -> bool:
 
 
 def train(job: Job, send: Send, flag: Flag, threads: int | None = None) -> dict[str, Any]:
-    """Everything between start-up and the result event; raises on any error."""
+    """Everything between start-up and the result event; raises on any error. The result's
+    ``timings`` say where the job's wall time went (``evotui bench engine`` adds them up)."""
+    clock = _Clock()
     from evotui.dsl import RunConfig, parse
 
     cfg = parse(job.config, RunConfig, source=f"candidate {job.candidate_id}")  # before torch
-
-    import torch
-
+    _setup(job.device, threads)
+    clock.lap("startup_s")
+    dataset = prepared(job.config.get("data"), job.cache_dir, cfg, send)
+    clock.lap("data_s")
     from evotui.train.trainer import CandidateTrainer
 
-    if threads:
-        torch.set_num_threads(threads)
-    device = torch.device(job.device)
-    if device.type == "cuda":  # stray allocations land on this slot's GPU, not on cuda:0
-        torch.cuda.set_device(device)
-    dataset = prepared(job, cfg, send)
     trainer = CandidateTrainer(cfg, dataset, device=job.device, seed=job.seed,
                                checkpoint_path=job.checkpoint_path, callback=send,
                                control=lambda: command(flag))
+    clock.lap("build_s")
     if job.resume_from:
         trainer.resume(job.resume_from)
     elif job.inherit:
         trainer.inherit(inherited_state(job.inherit))
+    clock.lap("load_s")
     result = trainer.run(job.until_step, job.total_steps, job.rung)
-    return {"kind": "result", **result.as_dict(), "inherited": trainer.inherited,
-            "fresh": trainer.fresh}
+    timings = {**clock.laps, "train_s": result.train_seconds, **result.timings}
+    return {"kind": "result", **result.as_dict(), "timings": timings,
+            "inherited": trainer.inherited, "fresh": trainer.fresh}
+
+
+class _Clock:
+    """Wall time between consecutive ``lap(name)`` calls."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self._last
+        self._last = now
+
+
+def _setup(device: str, threads: int | None) -> None:
+    """Import torch and the trainer (once per process) and pin this process to its device."""
+    import torch
+
+    import evotui.train.trainer  # noqa: F401 - the import is what takes time
+
+    if threads:
+        torch.set_num_threads(threads)
+    if torch.device(device).type == "cuda":  # stray allocations land on this slot's GPU
+        torch.cuda.set_device(torch.device(device))
+
+
+def warm_up(warm: Warm, threads: int | None = None) -> None:
+    """Before the first job: import torch and the trainer and prepare the run's dataset, so the
+    slot's first candidate starts training at once. Failures are left for the job to report."""
+    from evotui.dsl import RunConfig, parse
+
+    try:
+        cfg = parse(warm.config, RunConfig, source="warm-up")
+        _setup(warm.device, threads)
+        prepared(warm.config.get("data"), warm.cache_dir, cfg, lambda event: None)
+    except Exception:  # noqa: BLE001 - the first job prepares again and reports the error
+        _DATASETS.clear()
 
 
 _DATASETS: dict[str, Any] = {}  # the last prepared dataset in this process, by its key
 
 
-def prepared(job: Job, cfg: Any, send: Send) -> Any:
-    """The job's dataset: the one this process prepared for the previous job when the data
-    section and the cache directory are the same (the model's vocabulary is checked again),
-    else a freshly prepared one, which replaces it."""
+def prepared(data: Any, cache_dir: str | None, cfg: Any, send: Send) -> Any:
+    """The dataset for a config's ``data`` section: the one this process prepared before (for
+    an earlier job or the warm-up) when the section and the cache directory are the same (the
+    model's vocabulary is checked again), else a freshly prepared one, which replaces it."""
     from evotui.data import check_vocab, prepare
 
-    key = json.dumps([job.config.get("data"), job.cache_dir], sort_keys=True, default=str)
+    key = json.dumps([data, cache_dir], sort_keys=True, default=str)
     dataset = _DATASETS.get(key)
     if dataset is not None:
         check_vocab(dataset.tokenizer, cfg.model.emb.vocab)
-        send({"kind": "log", "text": "data: reusing the dataset prepared for an earlier job"})
+        send({"kind": "log", "text": "data: reusing the dataset this worker prepared"})
         return dataset
     _DATASETS.clear()
-    cache_dir = Path(job.cache_dir) if job.cache_dir else None
+    cache_dir = Path(cache_dir) if cache_dir else None
     dataset = prepare(cfg, cache_dir, progress=lambda text: send({"kind": "log", "text": text}))
     _DATASETS[key] = dataset
     return dataset

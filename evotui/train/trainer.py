@@ -52,6 +52,9 @@ class TrainResult:
     fresh: int = 0
     error: str | None = None
     train_seconds: float = 0.0  # inside training steps during this run() call
+    # where the rest of this run() call went: eval points, the final measurement, the checkpoint
+    timings: dict[str, float] = field(default_factory=dict)
+    first_step_at: float | None = None  # time.monotonic() when its first training step began
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,6 +176,8 @@ class CandidateTrainer:
         total = max(total_steps or until_step, until_step)
         reset_peak_memory(self.device)
         time_before = self.train_time
+        clock = {"eval_s": 0.0, "measure_s": 0.0, "checkpoint_s": 0.0}
+        first_step_at = None
         status, reason, error = "done", None, None
         try:
             while self.step < until_step:
@@ -181,6 +186,8 @@ class CandidateTrainer:
                     status = "paused" if command == "pause" else "killed"
                     break
                 started = time.perf_counter()
+                if first_step_at is None:
+                    first_step_at = time.monotonic()
                 loss, norm = self.train_step(total)
                 self.train_time += time.perf_counter() - started
                 reason = self.guards.after_step(self.step, loss, norm)
@@ -192,22 +199,29 @@ class CandidateTrainer:
                     self.callback({"kind": "guard", "step": self.step, "reason": reason})
                     break
                 if self.step % t.eval_interval == 0 and self.step < until_step:
+                    started = time.perf_counter()
                     self._eval_point()
+                    clock["eval_s"] += time.perf_counter() - started
         except torch.OutOfMemoryError:
             status, reason, error = "failed", "out_of_memory", "out of memory"
         metrics: dict[str, float] = {}
         if status in ("done", "stopped") and measure:
+            started = time.perf_counter()
             metrics = self.measure()
+            clock["measure_s"] = time.perf_counter() - started
             gate = self.guards.after_rung(rung, metrics.get("ppl"))
             if gate:
                 status, reason = "stopped", gate
                 self.callback({"kind": "guard", "step": self.step, "reason": gate})
         path = None
         if self.checkpoint_path is not None and status in ("done", "stopped", "paused"):
+            started = time.perf_counter()
             path = self.save(rung)
+            clock["checkpoint_s"] = time.perf_counter() - started
         result = TrainResult(status, reason, self.step, self.tokens, metrics, list(self.curve),
                              list(self.evals), self.guards.telemetry(), path, self.inherited,
-                             self.fresh, error, self.train_time - time_before)
+                             self.fresh, error, self.train_time - time_before, clock,
+                             first_step_at)
         self.callback({"kind": "done", "status": status, "reason": reason, "step": self.step})
         return result
 
@@ -239,17 +253,18 @@ class CandidateTrainer:
 
     # -- measurement --------------------------------------------------------------------
     @torch.no_grad()
-    def heldout_losses(self, loops: int | None = None, batches: int | None = None
-                       ) -> dict[str, float]:
-        """Mean held-out loss per eval tag over the first ``batches`` (default
-        ``train.eval_batches``) held-out batches: the same windows for every candidate."""
+    def heldout_losses(self, loops: int | None = None, batches: int | None = None,
+                       tags: list[str] | None = None) -> dict[str, float]:
+        """Mean held-out loss per eval tag (default: every tag) over the first ``batches``
+        (default ``train.eval_batches``) held-out batches: the same windows for every
+        candidate."""
         cfg, model = self.cfg, self.model
         was_training = model.training
         model.eval()
         model.loop_override = loops
         out = {}
         try:
-            for tag in self.data.eval_tags:
+            for tag in tags or self.data.eval_tags:
                 windows = self.data.eval_batches(tag, cfg.data.batch_size, cfg.data.seq_len,
                                                  batches or cfg.train.eval_batches)
                 total = 0.0
@@ -271,11 +286,12 @@ class CandidateTrainer:
         m: dict[str, float] = {"loss": mean, "ppl": _ppl(mean)}
         for tag, v in losses.items():
             m[f"loss_{tag}"], m[f"ppl_{tag}"] = v, _ppl(v)
-        quick = max(1, t.eval_batches // 4)  # a diagnostic: a quarter of the windows
+        # a diagnostic, on a quarter of the first shard's windows: each count, the training
+        # count included, on the same windows, so they compare with each other
+        quick, first = max(1, t.eval_batches // 4), self.data.eval_tags[:1]
         for rec in cfg.model.recurrences:
-            # each count, the training count included, on the same windows: comparable
             for n in dict.fromkeys([rec.train_recurrence, *rec.test_recurrences]):
-                other = self.heldout_losses(loops=n, batches=quick)
+                other = self.heldout_losses(loops=n, batches=quick, tags=first)
                 m[f"loss@loops{n}"] = sum(other.values()) / len(other)
         tps = self.tokens / self.train_time if self.train_time > 0 else 0.0
         m["throughput"] = tps

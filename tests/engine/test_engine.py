@@ -19,16 +19,9 @@ TINY = ROOT / "configs" / "tiny.yaml"
 SMALL = ["--population", "2", "--eval-batches", "1", "--device", "cpu", "--seed", "3"]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tokens")
-    os.environ["EVOTUI_CACHE"] = str(path)
-    from evotui.data import prepare
-    from evotui.dsl import load
-
-    prepare(load(TINY), cache_dir=path)  # tokenise once for every worker
-    yield path
-    os.environ.pop("EVOTUI_CACHE", None)
+@pytest.fixture
+def cache(token_cache):
+    return token_cache  # tiny's corpus, tokenised once for the session and every worker
 
 
 def wait_for(predicate, timeout=90.0, every=0.3):

@@ -22,6 +22,10 @@ class InstantExecutor:
     def __init__(self, outcome):
         self.slots, self.outcome, self.queue = ["cpu"], outcome, asyncio.Queue()
         self.submitted: list = []
+        self.warmed: list = []
+
+    def warm(self, config, cache_dir=None):
+        self.warmed.append(config)
 
     def free_slots(self):
         return self.slots
@@ -72,6 +76,7 @@ def metrics(i):
 def test_two_generations_with_an_instant_executor(tmp_path):
     eng = engine_with(tmp_path, lambda cid: ("done", metrics(int(cid[1:]))))
     asyncio.run(eng.run(2))
+    assert [w["model"]["name"] for w in eng.executor.warmed] == ["tiny"]  # warmed once, first
     cands = eng.store.candidates()
     assert {c["generation"] for c in cands} == {0, 1}
     assert all(c["status"] in ("done", "stopped") for c in cands)
