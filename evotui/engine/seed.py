@@ -1,0 +1,207 @@
+"""Candidates of a finished run as starting points: find one (in a run directory or a frontier
+JSON), with its run config and checkpoint, and export it as the seed of the next run.
+
+``open_source(path)`` reads a run directory (``frontier.json``, or the run's ``--out`` frontier
+recorded in ``run.db``; ``config.yaml``) or a frontier JSON file (its run config is the
+``config.yaml`` beside it unless ``--config`` names one). ``export_seed`` writes the run's
+resolved config with ``model`` replaced by the candidate's genome and, given a checkpoint path,
+the candidate's weights alone (no optimizer state), which the written config names as
+``train.init_checkpoint`` (an absolute path): every tensor of a run started from it, generation
+0's seed and mutants alike, starts from those weights where the names and shapes match.
+
+Imports no torch at module level (the checkpoint export imports it when asked for).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evotui import atomic
+from evotui.dsl import ModelSpec, RunConfig, dump, load, parse, to_data
+from evotui.engine.store import CONFIG_NAME, DB_NAME, RunStore
+from evotui.errors import UserError
+
+FRONTIER_NAME = "frontier.json"
+
+
+@dataclass
+class Source:
+    """A run directory or a frontier JSON, read."""
+
+    path: Path
+    entries: list[dict[str, Any]]  # frontier entries, as the file lists them
+    objectives: dict[str, str]
+    frontier_path: Path | None = None
+    run_dir: Path | None = None
+    config_path: Path | None = None
+    _config: RunConfig | None = field(default=None, repr=False)
+
+    @property
+    def out_dir(self) -> Path:
+        """Where outputs about this source go by default: the run directory, else the
+        frontier file's directory."""
+        return self.run_dir or self.path.parent
+
+    def config(self) -> RunConfig:
+        """The run config (resolved, as the run used it)."""
+        if self._config is None:
+            if self.config_path is None or not self.config_path.is_file():
+                raise UserError.single(
+                    f"no run config found (looked for {CONFIG_NAME} beside it); pass --config "
+                    "with the run's config.yaml", source=str(self.path))
+            self._config = load(self.config_path)
+        return self._config
+
+    def entry(self, cid: str) -> dict[str, Any]:
+        """The frontier entry ``cid``; in a run directory, any candidate of the run."""
+        for e in self.entries:
+            if e.get("id") == cid:
+                return e
+        if self.run_dir is not None:
+            with RunStore.open(self.run_dir, readonly=True) as store:
+                if store.has_candidate(cid):
+                    return store.candidate(cid)
+            where = "in this run"
+        else:
+            where = "on this frontier"
+        ids = ", ".join(str(e.get("id")) for e in self.entries[:12])
+        raise UserError.single(f"no candidate {cid!r} {where}; frontier ids: {ids or 'none'}",
+                               path="--id", source=str(self.path))
+
+    def spec(self, entry: dict[str, Any]) -> ModelSpec:
+        """The candidate's genome (validated)."""
+        data = entry.get("spec")
+        if not isinstance(data, dict):
+            raise UserError.single(
+                f"candidate {entry.get('id')} has no spec (genome) in this file; give the run "
+                "directory or a frontier.json written by evotui", source=str(self.path))
+        return parse(data, ModelSpec, source=f"{self.path} (candidate {entry.get('id')})")
+
+    def checkpoint(self, entry: dict[str, Any]) -> Path | None:
+        """The candidate's checkpoint file, or None when there is none on disk. A relative
+        path is tried as written (from here) and inside the run's ``checkpoints/``."""
+        raw = entry.get("checkpoint")
+        if not raw:
+            return None
+        p = Path(raw)
+        tries = [p]
+        if not p.is_absolute():
+            tries += [self.out_dir / p, self.out_dir / "checkpoints" / p.name]
+        return next((t for t in tries if t.is_file()), None)
+
+
+def open_source(path: Path, config: Path | None = None) -> Source:
+    """Read a run directory or a frontier JSON; :class:`UserError` for anything else."""
+    if not path.exists():
+        raise UserError.single("no such file or directory; give a run directory or a "
+                               "frontier JSON", source=str(path))
+    run_dir = None
+    if path.is_dir():
+        frontier = path / FRONTIER_NAME
+        if (path / DB_NAME).is_file():
+            run_dir = path
+            with RunStore.open(path, readonly=True) as store:
+                custom = (store.get_state("options") or {}).get("frontier_path")
+            if custom and not frontier.is_file():
+                frontier = Path(custom)
+        if not frontier.is_file():
+            what = "no frontier.json yet" if run_dir else "not a run directory (no run.db)"
+            raise UserError.single(f"{what}; give a run directory or a frontier JSON",
+                                   source=str(path))
+        default_config = path / CONFIG_NAME
+    else:
+        frontier = path
+        default_config = path.parent / CONFIG_NAME
+    entries, objectives = read_frontier(frontier)
+    return Source(path, entries, objectives, frontier, run_dir, config or default_config)
+
+
+def read_frontier(path: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """(entries, objectives) of a frontier JSON: ``{"objectives", "frontier": [...]}`` as
+    evotui writes it, or a bare list of entries."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError.single(f"cannot read it: {e}", source=str(path)) from None
+    except json.JSONDecodeError as e:
+        raise UserError.single(f"not valid JSON (line {e.lineno}: {e.msg}); give a frontier "
+                               "JSON written by evotui", source=str(path)) from None
+    entries = data.get("frontier") if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and "id" in e for e in entries):
+        raise UserError.single("not a frontier JSON (expected a 'frontier' list of entries "
+                               "with an 'id')", path="frontier", source=str(path))
+    objectives = data.get("objectives") if isinstance(data, dict) else None
+    return entries, dict(objectives or {})
+
+
+@dataclass
+class Exported:
+    candidate: str
+    config: Path
+    checkpoint: Path | None
+    notes: list[str]
+
+
+def export_seed(source: Source, cid: str, out_config: Path,
+                out_checkpoint: Path | None = None) -> Exported:
+    """Write the next run's config (and the candidate's weights); see the module docstring."""
+    entry = source.entry(cid)
+    spec = source.spec(entry)
+    cfg = source.config()
+    notes: list[str] = []
+    if entry.get("status") not in (None, "done", "stopped"):
+        notes.append(f"candidate {cid} is {entry['status']}, not a finished candidate")
+    ckpt = None
+    if out_checkpoint is not None:
+        ckpt = source.checkpoint(entry)
+        if ckpt is None:
+            where = entry.get("checkpoint") or "none recorded"
+            raise UserError.single(
+                f"candidate {cid} has no checkpoint on disk ({where}); drop --out-checkpoint "
+                "to export the genome alone", path="--out-checkpoint", source=str(source.path))
+        if out_checkpoint.resolve() == ckpt.resolve():
+            raise UserError.single("is the candidate's own checkpoint; choose another file",
+                                   path="--out-checkpoint", source=str(out_checkpoint))
+    data = to_data(cfg)
+    data["model"] = to_data(spec)
+    train = data.setdefault("train", {})
+    if out_checkpoint is not None:
+        train["init_checkpoint"] = str(out_checkpoint.resolve())
+        if cfg.evolution.weight_inheritance == "scratch":
+            notes.append("evolution.weight_inheritance is scratch, so `evotui run` ignores "
+                         "train.init_checkpoint (`evotui train` uses it)")
+    elif train.pop("init_checkpoint", None):
+        notes.append("train.init_checkpoint of the run was dropped: the genome starts from "
+                     "fresh weights (give --out-checkpoint to start from the candidate's)")
+    exported = parse(data, RunConfig, source=f"the exported config of {cid}")
+    if out_checkpoint is not None:
+        write_weights(ckpt, spec, exported, out_checkpoint, cid)  # type: ignore[arg-type]
+    header = (f"# exported by `evotui export-seed` from {source.path}, candidate {cid}"
+              + (f" (generation {entry['generation']})" if "generation" in entry else "")
+              + "\n")
+    atomic.write_text(out_config, header + dump(exported))
+    return Exported(cid, out_config, out_checkpoint, notes)
+
+
+def write_weights(src: Path, spec: ModelSpec, cfg: RunConfig, out: Path, cid: str) -> None:
+    """The candidate's model tensors alone, checked against its genome (every tensor present,
+    none extra, shapes equal), in the checkpoint's dtype, written atomically."""
+    import torch
+
+    from evotui.model.lm import build_model
+    from evotui.train import checkpoint as ckpt
+
+    model = build_model(spec, cfg.data.seq_len, device="cpu")
+    try:
+        meta = ckpt.load(src, model, strict=True)
+    except ckpt.CheckpointError as e:
+        raise UserError.single(f"the checkpoint does not fit candidate {cid}'s genome: {e}",
+                               source=str(src)) from None
+    bf16 = cfg.train.checkpoint_dtype == "bfloat16"
+    keep = {k: meta[k] for k in ("step", "tokens", "rung", "seed") if k in meta}
+    ckpt.save(out, model, None, {"exported_from": str(src), "candidate": cid, **keep},
+              dtype=torch.bfloat16 if bf16 else None)
