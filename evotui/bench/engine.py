@@ -7,7 +7,8 @@ arriving in the engine. The worker reports, with its own clock, how that time di
 * ``train``: inside optimizer steps (the only part the issue's target counts as training);
 * ``measure``: the held-out evaluation the objectives need (eval points during the rung and
   the final measurement: per-shard perplexity, probes, recurrence diagnostics);
-* ``setup``: importing torch, preparing the dataset, building the model, loading weights;
+* ``setup``: importing torch, preparing the dataset, building the model, loading weights,
+  and a job's wait for its worker (a slot's first job waits for the worker's warm-up);
 * ``checkpoint``: writing the candidate's checkpoint;
 * ``other``: the rest of the wall time: pipes, the engine's bookkeeping, a job waiting for its
   worker's warm-up.
@@ -55,7 +56,9 @@ def run(device: str = "cpu", population: int = 4, generations: int = 1, steps: i
                     waiting[cid] = freed.pop(slot)
             elif kind in ("result", "failed") and cid in submitted:
                 began, slot = submitted.pop(cid)
-                jobs.append({"wall": now - began, "timings": payload.get("timings") or {}})
+                received = payload.get("received_at")
+                jobs.append({"wall": now - began, "timings": payload.get("timings") or {},
+                             "wait": received - began if received is not None else 0.0})
                 freed[slot] = now
                 first_step, since = payload.get("first_step_at"), waiting.pop(cid, None)
                 if first_step is not None and since is not None:
@@ -76,6 +79,7 @@ def summarise(jobs: list[dict[str, Any]], idle: list[float], run_wall: float) ->
     busy = sum(j["wall"] for j in jobs)
     parts = {name: sum(j["timings"].get(k, 0.0) for j in jobs for k in keys)
              for name, keys in PARTS.items()}
+    parts["setup"] += sum(max(0.0, j.get("wait", 0.0)) for j in jobs)
     parts["other"] = max(0.0, busy - sum(parts.values()))
     n = max(1, len(jobs))
     return {

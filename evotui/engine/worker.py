@@ -122,7 +122,7 @@ def _parent_gone(error: BaseException) -> bool:
 def train(job: Job, send: Send, flag: Flag, threads: int | None = None) -> dict[str, Any]:
     """Everything between start-up and the result event; raises on any error. The result's
     ``timings`` say where the job's wall time went (``evotui bench engine`` adds them up)."""
-    clock = _Clock()
+    clock, received_at = _Clock(), time.monotonic()
     from evotui.dsl import RunConfig, parse
 
     cfg = parse(job.config, RunConfig, source=f"candidate {job.candidate_id}")  # before torch
@@ -144,7 +144,7 @@ def train(job: Job, send: Send, flag: Flag, threads: int | None = None) -> dict[
     result = trainer.run(job.until_step, job.total_steps, job.rung)
     timings = {**clock.laps, "train_s": result.train_seconds, **result.timings}
     return {"kind": "result", **result.as_dict(), "timings": timings,
-            "inherited": trainer.inherited, "fresh": trainer.fresh}
+            "received_at": received_at, "inherited": trainer.inherited, "fresh": trainer.fresh}
 
 
 class _Clock:
