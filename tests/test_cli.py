@@ -94,3 +94,11 @@ def test_dsl_layer_does_not_import_torch():
             "assert 'torch' not in sys.modules, 'the DSL imported torch'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_bad_device_leaves_no_run_directory(run_cli, tmp_path):
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli("run", "--device", "tpu", "--run-dir", run_dir)
+    assert code == 2 and "--device" in err and "auto, cpu or cuda" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not run_dir.exists()

@@ -43,6 +43,7 @@ from evotui.engine.jobs import Job, Warm
 from evotui.engine.worker import KILL, PAUSE, run_job, serve
 
 Target = Callable[..., None]
+TERMINAL_SIGNALS = {signal.SIGINT, signal.SIGHUP}
 LINGER = 1.0  # seconds to wait for a dead worker's pipe to close (a forked grandchild may hold it)
 POLL = 0.2  # seconds between checks on heartbeats, deadlines and exits
 
@@ -241,7 +242,14 @@ class LocalExecutor(Executor):
             kwargs={"threads": self._threads(device), "target": self.target},
             name=f"evotui-worker-{device}-{self._spawned}")
         try:
-            process.start()
+            # Blocked here, the terminal's SIGINT and SIGHUP (which reach the whole foreground
+            # process group) are blocked in the child from its first instruction; serve() then
+            # ignores them. The engine decides what a Ctrl-C or a lost terminal means.
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, TERMINAL_SIGNALS)
+            try:
+                process.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         except BaseException:
             reader.close()
             jobs.close()

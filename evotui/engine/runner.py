@@ -122,6 +122,7 @@ def open_run(flags: RunFlags, default_config: Path) -> tuple[Engine, int]:
     """A ready engine for a new run or a resumed one, and the number of generations."""
     from evotui.engine.local import LocalExecutor
 
+    slots = devices_for(flags)  # a bad --device or --devices leaves no run directory behind
     if flags.resume is not None:
         run_dir = flags.resume
         store = RunStore.open(run_dir)
@@ -168,7 +169,7 @@ def open_run(flags: RunFlags, default_config: Path) -> tuple[Engine, int]:
         value = getattr(options, attr)
         if isinstance(value, str):
             setattr(options, attr, Path(value))
-    executor = LocalExecutor(devices_for(flags), cpu_threads=flags.cpu_threads)
+    executor = LocalExecutor(slots, cpu_threads=flags.cpu_threads)
     ev = cfg.evolution
     weights = AdaptiveWeights.from_config(ev) if ev.adaptive_mutation else None
     engine = Engine(cfg, options, executor, store, rungs, weights=weights)

@@ -22,8 +22,8 @@ writing end of a ``Pipe``):
 
 ``flag.value`` is written by the executor: 1 asks for a pause (checkpoint at the next step
 boundary, result status ``paused``), 2 for a kill (result status ``killed``). The worker ignores
-SIGINT (Ctrl-C in the terminal reaches the whole process group; the engine decides) and exits
-by itself when its parent process is gone.
+SIGINT and SIGHUP (Ctrl-C and a lost terminal reach the whole process group; the engine
+decides) and exits by itself when its parent process is gone.
 
 Between jobs the worker sends nothing (no heartbeat) and exits by itself when its parent is gone.
 This module imports no torch at import time, so a spawned process starts its heartbeat before
@@ -64,7 +64,7 @@ def serve(jobs: Connection, events: Any, flag: Flag, threads: int | None = None,
     """The worker process's loop: run each job received on ``jobs`` with ``target`` (default
     ``run_job``) until ``None`` or end of file. The executor resets ``flag`` before each job."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _ignore_terminal_signals()
     target = target or run_job
     parent = os.getppid()
     while (job := _next_job(jobs, parent)) is not None:
@@ -73,6 +73,15 @@ def serve(jobs: Connection, events: Any, flag: Flag, threads: int | None = None,
             continue
         target(job, events, flag, threads)
         _release_memory()
+
+
+def _ignore_terminal_signals() -> None:
+    """Ctrl-C and a lost terminal reach the whole process group; the engine decides what they
+    mean (stop cleanly, pausing this worker's candidate), so the worker ignores them (the
+    executor spawned it with them blocked, so none arrived before this)."""
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGHUP})
 
 
 def _next_job(jobs: Connection, parent: int) -> Job | Warm | None:
@@ -98,7 +107,7 @@ def _release_memory() -> None:
 def run_job(job: Job, events: Any, flag: Flag, threads: int | None = None) -> None:
     """Train ``job`` in this process, reporting to ``events``; see the module docstring."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _ignore_terminal_signals()
     send = _sender(job.candidate_id, events)
     beat = Heartbeat(send)
     beat.start()

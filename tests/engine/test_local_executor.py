@@ -338,3 +338,21 @@ def test_a_slot_keeps_its_worker_between_jobs(config, cache_dir, tmp_path):
     assert [e["step"] for e in seen["b"] if e["kind"] == "step"] == [1, 2]
     assert walls["b"] < walls["a"] / 2, walls
     assert gone(pids[0]) and ex.free_slots() == ["cpu"]  # shutdown ended the idle worker
+
+
+def test_a_terminal_hangup_or_ctrl_c_does_not_reach_the_worker(config, cache_dir, tmp_path):
+    """The terminal signals the whole process group; only the engine decides what they mean,
+    so the worker trains on and its candidate can still pause cleanly."""
+
+    def hang_up(ex: LocalExecutor, cid: str, event: dict) -> None:
+        pid = ex._running(cid).process.pid
+        os.kill(pid, signal.SIGHUP)
+        os.kill(pid, signal.SIGINT)
+        time.sleep(0.3)
+        assert ex.request(cid, "pause")
+
+    ex = executor()
+    events = drive(ex, [make_job(config, cache_dir, tmp_path, "h", LONG)], on_step(1, hang_up))
+    result = terminal(events["h"])
+    assert (result["kind"], result["status"]) == ("result", "paused")
+    assert Path(result["checkpoint"]).is_file()
