@@ -15,6 +15,7 @@ import click
 import typer
 
 from evotui import __version__
+from evotui.commands import run_flags as rf
 from evotui.errors import UserError
 
 app = typer.Typer(
@@ -127,31 +128,23 @@ RunDirArg = Annotated[Path, typer.Argument(help="A run directory (holds run.db).
 
 @app.command()
 def run(
-    config: Annotated[Path | None, typer.Argument(help="A YAML config (default: tiny).")] = None,
-    generations: Annotated[int | None, typer.Option(min=1)] = None,
-    steps: Annotated[int | None, typer.Option(
-        min=1, help="Steps of the full budget (rung 2); rung 1 keeps the config's.")] = None,
-    eval_batches: Annotated[int | None, typer.Option("--eval-batches", min=1)] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda (all visible GPUs).")] = "auto",
-    devices: Annotated[str | None, typer.Option(help="GPU indices, e.g. 0,1.")] = None,
-    checkpoint_dir: Annotated[Path | None, typer.Option("--checkpoint-dir")] = None,
-    out: Annotated[Path | None, typer.Option(help="Frontier JSON (default: "
-                                             "RUN_DIR/frontier.json).")] = None,
-    log: Annotated[Path | None, typer.Option(help="Log file (default: RUN_DIR/run.log).")] = None,
-    run_dir: Annotated[Path | None, typer.Option("--run-dir")] = None,
-    cleanup_old_checkpoints: Annotated[bool, typer.Option(
-        "--cleanup-old-checkpoints", help="Delete this run's checkpoints no candidate needs.")
-    ] = False,
-    parent_selection: Annotated[str | None, typer.Option(
-        "--parent-selection",
-        help="lexicase, epsilon_lexicase, pareto, tournament or map_elites.")] = None,
-    population: Annotated[int | None, typer.Option(min=2)] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")
-                      ] = None,
-    cpu_slots: Annotated[int, typer.Option("--cpu-slots", min=1,
-                                           help="Parallel workers on a CPU machine.")] = 1,
-    quiet: Annotated[bool, typer.Option(help="Only the status line, no log lines.")] = False,
+    config: rf.Config = None,
+    generations: rf.Generations = None,
+    steps: rf.Steps = None,
+    eval_batches: rf.EvalBatches = None,
+    device: rf.Device = "auto",
+    devices: rf.Devices = None,
+    checkpoint_dir: rf.CheckpointDir = None,
+    out: rf.Out = None,
+    log: rf.Log = None,
+    run_dir: rf.RunDir = None,
+    cleanup_old_checkpoints: rf.CleanupOldCheckpoints = False,
+    parent_selection: rf.ParentSelection = None,
+    population: rf.Population = None,
+    seed: rf.Seed = None,
+    resume: rf.Resume = None,
+    cpu_slots: rf.CpuSlots = 1,
+    quiet: rf.Quiet = False,
 ) -> None:
     """Run the evolutionary search headless: a status line and the log lines."""
     from evotui.engine.runner import RunFlags, open_run, run_headless
@@ -337,21 +330,25 @@ def bench_engine(
     population: Annotated[int, typer.Option(min=2)] = 4,
     generations: Annotated[int, typer.Option(min=1)] = 1,
     steps: Annotated[int, typer.Option(min=2, help="Full budget (rung 2) in steps.")] = 20,
+    eval_batches: Annotated[int, typer.Option("--eval-batches", min=1)] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """The fraction of worker wall time spent outside training steps on a tiny run, and how
-    long a slot sits idle between candidates."""
+    """Where worker wall time goes on a small search (training steps, measurement, setup,
+    checkpoints, the rest), and how long a slot sits idle between candidates."""
     from evotui.bench import engine as bench
 
-    result = bench.run(_device(device), population, generations, steps)
+    result = bench.run(_device(device), population, generations, steps,
+                       eval_batches=eval_batches)
     if as_json:
         typer.echo(json.dumps(result))
         return
     idle = result["slot_idle_between_candidates_s"]
+    shares = ", ".join(f"{k} {v:.1%}" for k, v in result["fractions"].items())
     typer.echo(f"{result['jobs']} worker jobs on {device}: {result['worker_wall_s']} s in "
-               f"workers, {result['training_s']} s in training steps; not training "
-               f"{result['not_training_fraction']:.1%}; slot idle between candidates: median "
-               f"{idle['median']} s, max {idle['max']} s; run wall {result['run_wall_s']} s")
+               f"workers ({shares}); not in training steps {result['not_training_fraction']:.1%}"
+               f", overhead beyond training and measurement {result['overhead_fraction']:.1%}; "
+               f"slot idle between candidates: median {idle['median']} s, max {idle['max']} s;"
+               f" run wall {result['run_wall_s']} s")
 
 
 from evotui.commands import register_all  # noqa: E402
