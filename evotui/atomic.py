@@ -10,6 +10,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # reading it means setting it: done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextmanager
 def writer(path: str | Path) -> Iterator[BinaryIO]:
     """A binary file that replaces ``path`` only when the block ends without an error
@@ -21,6 +30,7 @@ def writer(path: str | Path) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # as open() would make it, not 0600
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

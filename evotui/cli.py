@@ -368,12 +368,16 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(e.render(), err=True)
         sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
+    except (click.exceptions.Exit, typer.Exit) as e:
         sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
+    except (click.ClickException, typer.TyperException) as e:  # usage: bad or missing options
+        # (Typer carries its own copy of click, whose errors are TyperExceptions). One line.
+        ctx = getattr(e, "ctx", None)
+        where = ctx.command_path if ctx is not None else "evotui"
+        hint = f" (see '{where} --help')" if ctx is not None else ""
+        typer.echo(f"{where}: {e.format_message()}{hint}", err=True)
         sys.exit(e.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - the last line of defence for users

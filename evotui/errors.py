@@ -14,10 +14,11 @@ class Problem:
     line: int | None = None
 
     def render(self, source: str | None) -> str:
-        where = source or "<input>"
+        where = source or ""
         if self.line is not None:
             where = f"{where}:{self.line}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        parts = [part for part in (where, self.path, self.message) if part]
+        return ": ".join(parts)
 
 
 @dataclass

@@ -102,3 +102,16 @@ def test_a_bad_device_leaves_no_run_directory(run_cli, tmp_path):
     assert code == 2 and "--device" in err and "auto, cpu or cuda" in err
     assert len(err.strip().splitlines()) == 1
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["run", "--population", "1"], "--population"),
+    (["run", "--bogus"], "--bogus"),
+    (["frontier"], "SOURCE"),
+    (["nosuch"], "nosuch"),
+])
+def test_a_usage_error_is_one_line_and_exit_2(run_cli, args, words):
+    code, _, err = run_cli(*args)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and words.lower() in err.lower(), err
+    assert "internal error" not in err and "Traceback" not in err

@@ -105,8 +105,12 @@ def _finite(value: Any) -> float | None:
 
 
 def _inherited(store: RunStore) -> set[str]:
+    """Candidates that started from trained weights: a parent's or ``train.init_checkpoint``
+    (the engine records ``inherited_tensors``; runs from before that, by their start line)."""
+    marked = {c["id"] for c in store.candidates()
+              if (c.get("metrics") or {}).get("inherited_tensors")}
     starts = store.events(kind="start", limit=1 << 40)
-    return {e["candidate"] for e in starts if "inherits from" in e["text"]}
+    return marked | {e["candidate"] for e in starts if "inherits from" in e["text"]}
 
 
 def read_source(path: Path) -> Source:

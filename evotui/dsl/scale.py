@@ -77,6 +77,9 @@ def scale(cfg: RunConfig, dim: int, layers: int | None = None, seq_len: int | No
     model["emb"]["dim"] = dim
     data["data"]["seq_len"] = n1
     changes += hop.summary()
+    if (dim != d0 or l1 != l0) and data["train"].pop("init_checkpoint", None):
+        notes.append("train.init_checkpoint dropped: its weights have the old shapes "
+                     "(the scaled model starts fresh)")
     new = parse(data, RunConfig, source=source)
     text = dump(new)
     if to_data(loads(text, source=source)) != to_data(new):  # what is written loads back

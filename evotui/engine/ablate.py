@@ -45,6 +45,7 @@ from evotui.evolve.ablations import AblationError, Context, Variant, ablations, 
 from evotui.evolve.inheritance import inheritance_map
 
 CONTROL = "control"
+NOISE = 2.0  # an effect within NOISE standard errors of zero is reported as within noise
 STRUCTURAL = ("params_total", "params_active", "flops_per_token", "kv_bytes_per_token", "layers",
               "moe_blocks", "ssm_blocks")
 Say = Callable[[str], None]
@@ -157,8 +158,14 @@ def make_jobs(cfg: RunConfig, cands: Sequence[Candidate], seeds: Sequence[int],
                                 total_steps=s.steps, rung=1, seed=seed,
                                 checkpoint_path=str(path), inherit=inherit,
                                 cache_dir=s.cache_dir)
-    by_seed = sorted(jobs, key=lambda j: int(j.rsplit("/s", 1)[1]))
-    return {j: jobs[j] for j in by_seed}
+    # seed by seed; within a seed the order rotates, so no training (the control above all) is
+    # always the one that meets a cold worker or a busy machine first
+    order: list[str] = []
+    for k, seed in enumerate(seeds):
+        same = [j for j in jobs if int(j.rsplit("/s", 1)[1]) == seed]
+        shift = k % len(same) if same else 0
+        order += same[shift:] + same[:shift]
+    return {j: jobs[j] for j in order}
 
 
 async def run_jobs(executor: Any, jobs: Sequence[Job], say: Say) -> dict[str, dict[str, Any]]:
@@ -228,9 +235,16 @@ def effect(diffs: Sequence[float], rel: Sequence[float], direction: str) -> dict
         return {"mean": None, "std": None, "n": 0, "relative": None, "direction": direction,
                 "verdict": None}
     mean = statistics.fmean(diffs)
-    verdict = "same" if mean == 0 else (
-        "worse" if (mean > 0) == (direction == "min") else "better")
-    return {"mean": mean, "std": statistics.stdev(diffs) if n > 1 else 0.0, "n": n,
+    std = statistics.stdev(diffs) if n > 1 else None  # one seed measures no spread
+    if mean == 0:
+        verdict = "same"
+    elif std is None:
+        verdict = "one seed"
+    elif abs(mean) <= NOISE * std / math.sqrt(n):
+        verdict = "within noise"
+    else:
+        verdict = "worse" if (mean > 0) == (direction == "min") else "better"
+    return {"mean": mean, "std": std, "n": n,
             "relative": statistics.fmean(rel) if rel else None, "direction": direction,
             "verdict": verdict, "diffs": list(diffs)}
 
@@ -304,6 +318,9 @@ def ablate(source: Source, s: Settings, say: Say, executor: Any = None) -> dict[
         from evotui.engine.local import LocalExecutor
 
         executor = LocalExecutor(s.slots)
+        first = next(iter(jobs.values()), None)
+        if first is not None:  # torch and the dataset ready before the first training
+            executor.warm(first.config, s.cache_dir)
     started = time.time()
     events = asyncio.run(run_jobs(executor, list(jobs.values()), say))
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -354,7 +371,8 @@ def _g(x: float, digits: int, sign: bool = False) -> str:
 def _cell(e: Mapping[str, Any] | None) -> str:
     if not e or not e.get("n"):
         return "not measured"
-    return f"{_g(e['mean'], 4, True)} ± {_g(e['std'], 2)} ({e['n']}) {e['verdict']}"
+    spread = "n/a" if e.get("std") is None else _g(e["std"], 2)
+    return f"{_g(e['mean'], 4, True)} ± {spread} ({e['n']}) {e['verdict']}"
 
 
 def _failures(runs: Sequence[Mapping[str, Any]]) -> str:
@@ -372,8 +390,8 @@ def format_table(doc: Mapping[str, Any]) -> str:
     line = lambda first, cells: (first.ljust(mw) + "".join(c.ljust(width) for c in cells)  # noqa: E731
                                  ).rstrip()
     out = [f"effect = variant - control: mean ± std (n seeds); worse/better: the variant "
-           f"against the control ({doc['steps']} step{'s' if doc['steps'] != 1 else ''}, seeds "
-           f"{doc['seeds']})"]
+           f"against the control, when |mean| > {NOISE:g} std/sqrt(n), else within noise "
+           f"({doc['steps']} step{'s' if doc['steps'] != 1 else ''}, seeds {doc['seeds']})"]
     for c in doc["candidates"]:
         out += ["", f"{c['id']} (rank {c['rank']} by {', '.join(doc['ranked_by'])}), from "
                 f"{c['checkpoint']}", line("motif", heads)]
@@ -389,7 +407,9 @@ def format_table(doc: Mapping[str, Any]) -> str:
                 out.append(line(name, [f"n/a: {m['reason']}"]))
                 continue
             cells = [_cell(m["effects"].get(obj)) for obj in objectives]
-            out.append(line(name, cells) + _failures(m["runs"]))
+            fresh = max((r.get("fresh") or 0 for r in m["runs"]), default=0)
+            note = f"  [{fresh} tensor(s) start fresh]" if fresh else ""
+            out.append(line(name, cells) + _failures(m["runs"]) + note)
     if len(doc["candidates"]) > 1 and doc["pooled"]:
         out += ["", f"pooled over {len(doc['candidates'])} candidates", line("motif", heads)]
         for name, per in doc["pooled"].items():

@@ -435,6 +435,8 @@ class Engine:
         c = self.store.candidate(cid)
         metrics = dict(c["metrics"] or {})
         metrics.update(result.get("metrics") or {})
+        if result.get("inherited"):  # tensors its first rung started from (parents or
+            metrics["inherited_tensors"] = result["inherited"]  # init_checkpoint); kept after
         if status in FINISHED:
             others = [self._descriptor(o) for o in self.store.candidates() if o["id"] != cid]
             metrics["novelty"] = novelty(self._descriptor(c), others) if others else 0.0

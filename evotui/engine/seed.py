@@ -81,16 +81,27 @@ class Source:
         return parse(data, ModelSpec, source=f"{self.path} (candidate {entry.get('id')})")
 
     def checkpoint(self, entry: dict[str, Any]) -> Path | None:
-        """The candidate's checkpoint file, or None when there is none on disk. A relative
-        path is tried as written (from here) and inside the run's ``checkpoints/``."""
+        """The candidate's checkpoint file, or None when there is none on disk. This run's
+        own ``checkpoints/`` comes first (a copied or moved run reads its own files, never the
+        original's), then the recorded path (a ``--checkpoint-dir`` outside the run; relative
+        to the run's directory)."""
         raw = entry.get("checkpoint")
         if not raw:
             return None
         p = Path(raw)
-        tries = [p]
-        if not p.is_absolute():
-            tries += [self.out_dir / p, self.out_dir / "checkpoints" / p.name]
+        tries = [self.out_dir / "checkpoints" / p.name, p if p.is_absolute() else self.out_dir / p]
         return next((t for t in tries if t.is_file()), None)
+
+    def owned(self) -> list[Path]:
+        """Files the run reads back (its store, config, exports, log, checkpoints): never an
+        output of a command about it."""
+        files = [p for p in (self.frontier_path, self.config_path) if p is not None]
+        if self.run_dir is not None:
+            files += [self.run_dir / name for name in
+                      (DB_NAME, CONFIG_NAME, FRONTIER_NAME, "lineage.json", "run.log")]
+            files += list((self.run_dir / "checkpoints").glob("*"))
+        files += [Path(e["checkpoint"]) for e in self.entries if e.get("checkpoint")]
+        return [f.resolve() for f in files]
 
 
 def open_source(path: Path, config: Path | None = None) -> Source:
@@ -149,6 +160,7 @@ class Exported:
 def export_seed(source: Source, cid: str, out_config: Path,
                 out_checkpoint: Path | None = None) -> Exported:
     """Write the next run's config (and the candidate's weights); see the module docstring."""
+    _check_outputs(source, out_config, out_checkpoint)
     entry = source.entry(cid)
     spec = source.spec(entry)
     cfg = source.config()
@@ -185,6 +197,22 @@ def export_seed(source: Source, cid: str, out_config: Path,
               + "\n")
     atomic.write_text(out_config, header + dump(exported))
     return Exported(cid, out_config, out_checkpoint, notes)
+
+
+def _check_outputs(source: Source, out_config: Path, out_checkpoint: Path | None) -> None:
+    """Outputs never replace each other or a file the run needs."""
+    if out_checkpoint is not None and out_checkpoint.resolve() == out_config.resolve():
+        raise UserError.single("is also --out-config; give the weights their own file",
+                               path="--out-checkpoint", source=str(out_checkpoint))
+    owned = set(source.owned())
+    for flag, out in (("--out-config", out_config), ("--out-checkpoint", out_checkpoint)):
+        if out is not None and out.resolve() in owned:
+            raise UserError.single("is a file of the run (its store, config, exports or a "
+                                   "checkpoint); write the seed somewhere else", path=flag,
+                                   source=str(out))
+        if out is not None and out.is_dir():
+            raise UserError.single("is a directory; give a file name", path=flag,
+                                   source=str(out))
 
 
 def write_weights(src: Path, spec: ModelSpec, cfg: RunConfig, out: Path, cid: str) -> None:

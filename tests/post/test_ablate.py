@@ -78,9 +78,11 @@ def test_ablate_a_tiny_run_end_to_end(tiny_run, run_cli, tmp_path):
         assert e["n"] == 2 and e["direction"] == direction
         assert e["mean"] == pytest.approx(statistics.fmean(diffs))
         assert e["std"] == pytest.approx(statistics.stdev(diffs))
-        if e["mean"] != 0:
+        if e["mean"] != 0 and abs(e["mean"]) > 2 * e["std"] / math.sqrt(2):
             assert e["verdict"] == ("worse" if (e["mean"] > 0) == (direction == "min")
                                     else "better")
+        elif e["mean"] != 0:
+            assert e["verdict"] == "within noise"
     # the candidate's theta is the default: reported, not dropped
     assert cand["motifs"]["rope_theta->default"] == {
         "applies": False, "reason": "every RoPE attention uses the default theta 10000"}
@@ -222,3 +224,14 @@ def test_a_frontier_without_its_config(tiny_run, run_cli, tmp_path):
     shutil.copy(tiny_run / "frontier.json", frontier)
     code, _, err = run_cli("ablate", frontier, "--top", "1")
     assert code == 2 and "pass --config" in err and len(err.strip().splitlines()) == 1
+
+
+def test_one_seed_measures_no_spread_and_noise_is_not_a_verdict():
+    from evotui.engine.ablate import effect
+
+    one = effect([1.5], [0.1], "min")
+    assert one["std"] is None and one["verdict"] == "one seed"
+    noisy = effect([2.0, -1.0, 0.5], [0.0, 0.0, 0.0], "min")  # mean 0.5, std 1.5
+    assert noisy["verdict"] == "within noise"
+    clear = effect([2.0, 2.2, 1.8], [0.0, 0.0, 0.0], "max")
+    assert clear["verdict"] == "better"

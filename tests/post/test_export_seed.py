@@ -133,3 +133,42 @@ def test_not_a_frontier(run_cli, tmp_path):
     code, _, err = run_cli("export-seed", bad, "--id", "c0001", "--out-config",
                            tmp_path / "x.yaml")
     assert code == 2 and "not valid JSON" in _one_line(err)
+
+
+def test_outputs_never_replace_the_runs_files_or_each_other(tiny_run, run_cli, tmp_path,
+                                                            frontier):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    first, last = frontier["frontier"][0], frontier["frontier"][-1]
+    other = run / "checkpoints" / f"{first['id']}.safetensors"
+    before = {p: p.read_bytes() for p in [other, run / "config.yaml", run / "frontier.json"]}
+    for args in (["--out-config", tmp_path / "s.yaml", "--out-checkpoint", other],
+                 ["--out-config", run / "config.yaml"],
+                 ["--out-config", run / "frontier.json"],
+                 ["--out-config", tmp_path / "x", "--out-checkpoint", tmp_path / "x"]):
+        code, _, err = run_cli("export-seed", run, "--id", last["id"], *args)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert all(p.read_bytes() == data for p, data in before.items())
+    assert not (tmp_path / "x").exists() and not (tmp_path / "s.yaml").exists()
+
+
+def test_a_moved_run_reads_its_own_checkpoints(tiny_run, run_cli, tmp_path, frontier):
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_run, moved)
+    entry = frontier["frontier"][-1]
+    own = moved / "checkpoints" / f"{entry['id']}.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(own), framework="pt") as f:
+        metadata = f.metadata()
+    raw = load_file(str(own))
+    key = next(k for k in raw if k.startswith("model."))
+    raw[key] = raw[key] + 1.0  # the copy's checkpoint differs from the original's
+    save_file(raw, str(own), metadata=metadata)
+    marker, changed = key.removeprefix("model."), raw[key]
+    out_cfg, out_ckpt = tmp_path / "seed.yaml", tmp_path / "seed.safetensors"
+    code, _, err = run_cli("export-seed", moved, "--id", entry["id"], "--out-config", out_cfg,
+                           "--out-checkpoint", out_ckpt)
+    assert code == 0, err
+    exported = ckpt.load_state(out_ckpt)
+    assert torch.equal(exported[marker], changed.to(exported[marker].dtype))

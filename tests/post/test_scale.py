@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import yaml
 
@@ -179,3 +180,14 @@ def test_bad_widths_are_one_line_errors_naming_the_fix(tmp_path, run_cli):
     assert not out.exists()  # nothing half-written
     code, _, err = run_cli("scale", src, "--dim", 1536, "--out", src)
     assert code == 2 and "overwrite" in err
+
+
+def test_a_hop_drops_an_init_checkpoint_of_the_old_shapes(tmp_path):
+    from evotui.dsl import load
+    from evotui.dsl.scale import scale
+
+    cfg = load(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
+    cfg.train.init_checkpoint = str(tmp_path / "old.safetensors")
+    result = scale(cfg, 256)
+    assert result.config.train.init_checkpoint is None
+    assert any("init_checkpoint dropped" in n for n in result.notes)
