@@ -28,13 +28,9 @@ Events = dict[str, list[dict]]
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> str:
-    """A token cache built once here, so workers only read it."""
-    from evotui.data import prepare
-
-    path = tmp_path_factory.mktemp("token-cache")
-    prepare(load(TINY), cache_dir=path)
-    return str(path)
+def cache_dir(token_cache) -> str:
+    """The session's token cache: tiny's corpus tokenised once, so workers only read it."""
+    return str(token_cache)
 
 
 @pytest.fixture(scope="module")

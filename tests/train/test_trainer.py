@@ -19,8 +19,8 @@ TINY = ROOT / "configs" / "tiny.yaml"
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("token-cache")
+def cache_dir(token_cache):
+    return token_cache  # tiny's corpus, tokenised once for the session
 
 
 @pytest.fixture(scope="session")
