@@ -69,7 +69,12 @@ def serve(jobs: Connection, events: Any, flag: Flag, threads: int | None = None,
     parent = os.getppid()
     while (job := _next_job(jobs, parent)) is not None:
         if isinstance(job, Warm):
-            warm_up(job, threads)
+            beat = Heartbeat(_sender("", events))  # a job may already wait for this worker:
+            beat.start()  # its heartbeat clock runs from the moment it was given out
+            try:
+                warm_up(job, threads)
+            finally:
+                beat.stop()
             continue
         target(job, events, flag, threads)
         _release_memory()

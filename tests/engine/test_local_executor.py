@@ -352,3 +352,15 @@ def test_a_terminal_hangup_or_ctrl_c_does_not_reach_the_worker(config, cache_dir
     result = terminal(events["h"])
     assert (result["kind"], result["status"]) == ("result", "paused")
     assert Path(result["checkpoint"]).is_file()
+
+
+def test_a_job_waiting_for_a_warm_up_is_not_taken_for_a_silent_worker(config, tmp_path):
+    """The warm-up tokenises into an empty cache for longer than the heartbeat timeout; the
+    job handed to that worker meanwhile waits, heartbeats keep coming, and it trains."""
+    cold = str(tmp_path / "empty-cache")
+    ex = executor(heartbeat_timeout=1.5)
+    ex.warm(config, cold)
+    events = drive(ex, [make_job(config, cold, tmp_path, "w", 1)], timeout=90.0)["w"]
+    result = terminal(events)
+    assert (result["kind"], result.get("status")) == ("result", "done"), result
+    assert result["timings"]["data_s"] < 1.0  # the warm-up prepared it, the job reused it
