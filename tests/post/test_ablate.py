@@ -176,8 +176,24 @@ def test_same_start_budget_and_seeds_and_a_failed_variant_fails_alone(tiny_run, 
     assert any("kv_groups->1" in line and "failed" in line for line in said)
 
 
-def test_effects_pool_over_candidates(tiny_run, tmp_path):
-    doc = ablate(open_source(tiny_run), Settings(top=2, steps=1, seeds=2, slots=["cpu"],
+@pytest.fixture
+def wide_run(tiny_run, tmp_path) -> Path:
+    """A copy of the tiny run whose frontier lists every finished candidate: how many the real
+    frontier holds depends on measured throughput, which depends on the machine."""
+    from evotui.engine.exports import write_frontier
+    from evotui.engine.store import RunStore
+
+    run = tmp_path / "wide"
+    shutil.copytree(tiny_run, run)
+    with RunStore.open(run) as store:
+        ids = [c["id"] for c in store.candidates(("done", "stopped"))]
+        assert len(ids) >= 2
+        write_frontier(store, run / "frontier.json", store.get_state("objectives"), ids)
+    return run
+
+
+def test_effects_pool_over_candidates(wide_run, tmp_path):
+    doc = ablate(open_source(wide_run), Settings(top=2, steps=1, seeds=2, slots=["cpu"],
                                                  motifs=["retro"], out_dir=tmp_path),
                  lambda _: None, FakeExecutor())
     assert [c["rank"] for c in doc["candidates"]] == [1, 2]
@@ -187,15 +203,15 @@ def test_effects_pool_over_candidates(tiny_run, tmp_path):
     assert "pooled over 2 candidates" in format_table(doc)
 
 
-def test_candidates_without_a_checkpoint_are_skipped(tiny_run, tmp_path):
-    doc = json.loads((tiny_run / "frontier.json").read_text())
-    best = _best(tiny_run)
+def test_candidates_without_a_checkpoint_are_skipped(wide_run, tmp_path):
+    doc = json.loads((wide_run / "frontier.json").read_text())
+    best = _best(wide_run)
     for e in doc["frontier"]:
         if e["id"] == best["id"]:
             e["checkpoint"] = str(tmp_path / "gone.safetensors")
     frontier = tmp_path / "frontier.json"
     frontier.write_text(json.dumps(doc))
-    shutil.copy(tiny_run / "config.yaml", tmp_path / "config.yaml")
+    shutil.copy(wide_run / "config.yaml", tmp_path / "config.yaml")
     fake = FakeExecutor()
     out = ablate(open_source(frontier), Settings(top=1, steps=1, seeds=1, slots=["cpu"],
                                                  motifs=["retro"]), lambda _: None, fake)
