@@ -168,12 +168,15 @@ def make_jobs(cfg: RunConfig, cands: Sequence[Candidate], seeds: Sequence[int],
     return {j: jobs[j] for j in order}
 
 
-async def run_jobs(executor: Any, jobs: Sequence[Job], say: Say) -> dict[str, dict[str, Any]]:
+async def run_jobs(executor: Any, jobs: Sequence[Job], say: Say,
+                   results: dict[str, dict[str, Any]] | None = None
+                   ) -> dict[str, dict[str, Any]]:
     """Run ``jobs`` on the executor's free slots; each job's terminal event (``result`` or
-    ``failed``) by job id. The executor is shut down at the end (killing what still runs when
+    ``failed``) by job id, collected into ``results`` as they arrive (so an interrupted caller
+    keeps what finished). The executor is shut down at the end (killing what still runs when
     this is interrupted)."""
     queue, outstanding = deque(jobs), set()
-    results: dict[str, dict[str, Any]] = {}
+    results = {} if results is None else results
     events = executor.events()
     done = False
     try:
@@ -322,7 +325,12 @@ def ablate(source: Source, s: Settings, say: Say, executor: Any = None) -> dict[
         if first is not None:  # torch and the dataset ready before the first training
             executor.warm(first.config, s.cache_dir)
     started = time.time()
-    events = asyncio.run(run_jobs(executor, list(jobs.values()), say))
+    events: dict[str, dict[str, Any]] = {}
+    interrupted = False
+    try:
+        asyncio.run(run_jobs(executor, list(jobs.values()), say, events))
+    except KeyboardInterrupt:  # keep what finished: the report marks the rest not run
+        interrupted = True
     runs: dict[str, list[dict[str, Any]]] = {}
     for jid, job in jobs.items():
         prefix = jid.rsplit("/s", 1)[0]
@@ -334,10 +342,14 @@ def ablate(source: Source, s: Settings, say: Say, executor: Any = None) -> dict[
            "objectives": objectives, "ranked_by": [n for n, _ in order], "steps": s.steps,
            "seeds": seeds, "devices": s.slots, "motifs": names, "started": started,
            "seconds": round(time.time() - started, 2), "skipped": skipped,
-           "candidates": records, "pooled": pooled}
+           "candidates": records, "pooled": pooled, "interrupted": interrupted}
     path = out_dir / "ablation.json"
     atomic.write_text(path, to_json(doc, indent=1) + "\n")
     doc["path"] = str(path)
+    if interrupted:
+        say(f"interrupted: wrote what finished ({len(events)} of {len(jobs)} trainings) to "
+            f"{path}")
+        raise KeyboardInterrupt
     return doc
 
 

@@ -251,3 +251,30 @@ def test_one_seed_measures_no_spread_and_noise_is_not_a_verdict():
     assert noisy["verdict"] == "within noise"
     clear = effect([2.0, 2.2, 1.8], [0.0, 0.0, 0.0], "max")
     assert clear["verdict"] == "better"
+
+
+class InterruptedExecutor(FakeExecutor):
+    """Ctrl-C after two trainings have finished."""
+
+    async def __anext__(self):
+        if not hasattr(self, "given"):
+            self.given = 0
+        if self.given == 2:
+            raise KeyboardInterrupt
+        self.given += 1
+        return self.items.popleft()
+
+
+def test_an_interrupted_ablation_keeps_what_finished(wide_run, tmp_path):
+    fake = InterruptedExecutor()
+    with pytest.raises(KeyboardInterrupt):
+        ablate(open_source(wide_run), Settings(top=1, steps=1, seeds=2, slots=["cpu"],
+                                               motifs=["retro"], out_dir=tmp_path),
+               lambda _: None, fake)
+    assert fake.shutdown_kill is True  # what still ran was killed
+    doc = json.loads((tmp_path / "ablation.json").read_text())
+    assert doc["interrupted"] is True
+    (cand,) = doc["candidates"]
+    runs = cand["control"]["runs"] + cand["motifs"]["retro"]["runs"]
+    assert sorted(r["status"] for r in runs) == ["done", "done", "failed", "failed"]
+    assert {r["error"] for r in runs if r["status"] == "failed"} == {"not run (interrupted)"}
