@@ -19,8 +19,9 @@ import yaml
 
 from evotui.dsl import load, loads, to_data
 from evotui.dsl.run import RunConfig
+from evotui.train.budget import tokens_per_step
 from evotui.train.hardware import describe_device, mfu, peak_memory_mb, reset_peak_memory
-from evotui.train.trainer import CandidateTrainer, tokens_per_step
+from evotui.train.trainer import CandidateTrainer
 
 ROOT_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIGS = ("gpt2_124m.yaml", "scalehop_xover-68-8a93.yaml", "tiny.yaml")

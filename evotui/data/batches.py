@@ -10,14 +10,17 @@ regions and the same for every candidate, so their losses compare.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from evotui.data.tokenizers import Tokenizer
 from evotui.errors import UserError
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+Batch = tuple["torch.Tensor", "torch.Tensor"]
 
 
 @dataclass
@@ -43,6 +46,8 @@ def _rng(*seeds: int) -> np.random.Generator:
 
 
 def _as_batch(windows: np.ndarray) -> Batch:
+    import torch  # here, not at import: the engine reads datasets without torch
+
     w = torch.from_numpy(windows.astype(np.int64))
     return w[:, :-1].contiguous(), w[:, 1:].contiguous()
 

@@ -18,7 +18,7 @@ from evotui.engine.engine import Engine, Rungs, RunOptions
 from evotui.engine.store import RunStore
 from evotui.errors import UserError
 from evotui.evolve.variation import AdaptiveWeights
-from evotui.train.trainer import steps_for
+from evotui.train.budget import steps_for
 
 
 @dataclass
@@ -89,6 +89,20 @@ def check_data(cfg: RunConfig) -> None:
 
 
 def devices_for(flags: RunFlags) -> list[str]:
+    """The executor's slots. torch is imported only when a GPU may be used: without an NVIDIA
+    driver (NVML cannot load) no CUDA device can exist, so ``auto`` means CPU at once and the
+    process hosting the engine (the TUI's, for one) stays free of torch."""
+    device = flags.device
+    if not flags.devices and device not in ("auto", "cpu", "cuda"):
+        raise UserError.single(f"unknown device {device!r}; use auto, cpu or cuda",
+                               path="--device")
+    if not flags.devices and device == "auto":
+        from evotui.gpu import nvml
+
+        if not nvml.available()[0]:
+            device = "cpu"
+    if not flags.devices and device == "cpu":
+        return ["cpu"] * max(1, flags.cpu_slots)
     import torch
 
     if flags.devices:
@@ -104,7 +118,6 @@ def devices_for(flags: RunFlags) -> list[str]:
             raise UserError.single(f"no such GPU {bad}; visible: "
                                    f"{torch.cuda.device_count()}", path="--devices")
         return [f"cuda:{i}" for i in ids]
-    device = flags.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
@@ -112,9 +125,6 @@ def devices_for(flags: RunFlags) -> list[str]:
             raise UserError.single("no CUDA device is visible; use --device cpu (or check "
                                    "CUDA_VISIBLE_DEVICES and the driver)", path="--device")
         return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if device != "cpu":
-        raise UserError.single(f"unknown device {device!r}; use auto, cpu or cuda",
-                               path="--device")
     return ["cpu"] * max(1, flags.cpu_slots)
 
 

@@ -12,7 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from evotui import atomic
 from evotui.dsl import load
 from evotui.errors import UserError
-from evotui.train.trainer import CandidateTrainer, steps_for
+from evotui.train.budget import steps_for
+from evotui.train.trainer import CandidateTrainer
 
 
 def train_one(config: Path, steps: int | None, device: str, out: Path | None,

@@ -27,6 +27,7 @@ from evotui.dsl.estimate import estimate
 from evotui.dsl.run import RunConfig
 from evotui.model.lm import LM, build_model, count_parameters
 from evotui.train import checkpoint as ckpt
+from evotui.train.budget import tokens_per_step
 from evotui.train.guards import FAILING, Guards
 from evotui.train.hardware import mfu, peak_memory_mb, reset_peak_memory
 from evotui.train.optim import build_optimizer
@@ -58,18 +59,6 @@ class TrainResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def steps_for(cfg: RunConfig, steps: int | None, tokens: int | None) -> int:
-    """A rung budget in optimizer steps (tokens are rounded up to whole steps)."""
-    if steps is not None:
-        return steps
-    per_step = tokens_per_step(cfg)
-    return max(1, math.ceil((tokens or per_step) / per_step))
-
-
-def tokens_per_step(cfg: RunConfig) -> int:
-    return cfg.data.batch_size * cfg.data.seq_len * (cfg.train.grad_accum or 1)
 
 
 class CandidateTrainer:

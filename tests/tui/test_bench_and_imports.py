@@ -47,3 +47,27 @@ def test_attach_never_imports_torch(fixture_run):
     proc = subprocess.run([sys.executable, "-c", ATTACH, str(fixture_run)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-500:]
+
+
+INAPP = """
+import sys
+from pathlib import Path
+
+import evotui.commands.tui, evotui.tui.app, evotui.tui.launch  # noqa: F401, E401
+from evotui.cli import default_config
+from evotui.engine.runner import RunFlags, open_run
+
+engine, total = open_run(RunFlags(config=None, run_dir=Path(sys.argv[1]), device="cpu",
+                                  population=2), default_config())
+heavy = [m for m in ("torch", "evotui.train.trainer", "evotui.model") if m in sys.modules]
+sys.exit(f"imported {heavy}" if heavy else 0)
+"""
+
+
+def test_the_in_app_engine_opens_its_run_without_torch(tmp_path, token_cache):
+    """`evotui tui --device cpu`: the app's process checks the data and plans the run without
+    torch (training happens in worker processes), so the app appears at once."""
+    proc = subprocess.run([sys.executable, "-c", INAPP, str(tmp_path / "run")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-500:]
+    assert (tmp_path / "run" / "run.db").is_file()
