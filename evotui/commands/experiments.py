@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from evotui.commands import run_flags as rf
 from evotui.errors import UserError
 
 SourceArg = Annotated[Path, typer.Argument(
@@ -42,10 +43,9 @@ def ablate(
     by: Annotated[str | None, typer.Option(
         "--by", help="Rank by this objective (default: the run's first; ties broken by the "
         "others in order).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda (all visible GPUs).")] = "auto",
-    devices: Annotated[str | None, typer.Option(help="GPU indices, e.g. 0,1.")] = None,
-    cpu_slots: Annotated[int, typer.Option("--cpu-slots", min=1,
-                                           help="Parallel workers on a CPU machine.")] = 1,
+    device: rf.Device = "auto",
+    devices: rf.Devices = None,
+    cpu_slots: rf.CpuSlots = 1,
     config: ConfigOpt = None,
     out: Annotated[Path | None, typer.Option(
         help="Output directory (default: RUN_DIR/ablations).")] = None,
