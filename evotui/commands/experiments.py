@@ -57,10 +57,10 @@ def ablate(
     """Switch off one motif at a time in the best candidates; train each variant and an
     unchanged control from the candidate's weights (same steps, seeds and data); report each
     motif's effect on every objective with its spread."""
-    from evotui.engine.ablate import Settings, format_table, to_json
-    from evotui.engine.ablate import ablate as run_ablation
     from evotui.engine.runner import RunFlags, check_data, devices_for, rung_steps
-    from evotui.engine.seed import open_source
+    from evotui.post.ablate import Settings, format_table, to_json
+    from evotui.post.ablate import ablate as run_ablation
+    from evotui.post.seed import open_source
 
     if out is not None and out.is_file():
         raise UserError.single("is a file; give a directory", path="--out", source=str(out))
@@ -79,8 +79,8 @@ def ablate(
 def check_names(objectives: dict[str, str], by: str | None, motifs: list[str]) -> list[str]:
     """--by and --motif name things that exist (checked before anything slow starts); the
     motifs' canonical names."""
-    from evotui.engine.ablate import ranking
     from evotui.evolve.ablations import AblationError, get
+    from evotui.post.ablate import ranking
 
     ranking(objectives, by)
     try:
@@ -102,8 +102,8 @@ def export_seed(
 ) -> None:
     """Write a run config whose model is one candidate's genome (and its weights), so the
     next run starts from it."""
-    from evotui.engine.seed import export_seed as export
-    from evotui.engine.seed import open_source
+    from evotui.post.seed import export_seed as export
+    from evotui.post.seed import open_source
 
     for path, flag in ((out_config, "--out-config"), (out_checkpoint, "--out-checkpoint")):
         if path is not None and path.is_dir():

@@ -39,10 +39,10 @@ from typing import Any
 from evotui import atomic
 from evotui.dsl import ModelSpec, RunConfig, estimate, to_data
 from evotui.engine.jobs import Job
-from evotui.engine.seed import Source
 from evotui.errors import UserError
 from evotui.evolve.ablations import AblationError, Context, Variant, ablations, motif_names
 from evotui.evolve.inheritance import inheritance_map
+from evotui.post.seed import Source
 
 CONTROL = "control"
 NOISE = 2.0  # an effect within NOISE standard errors of zero is reported as within noise
