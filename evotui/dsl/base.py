@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
+
+PosInt = Annotated[int, Field(gt=0, le=1 << 40)]  # sizes; the bound keeps builds in range
+Prob = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 def fail(field: str | None, message: str) -> PydanticCustomError:
