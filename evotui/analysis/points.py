@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from evotui.dsl import RunConfig, loads
-from evotui.engine.store import DB_NAME, FINISHED, RunStore
+from evotui.engine.store import DB_NAME, RunStore
 from evotui.errors import UserError
+from evotui.lifecycle import FINISHED
 
 PARAMS_MEASURE = "params_active"
 

@@ -7,11 +7,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from evotui.dsl.model import ModelSpec
+from evotui.lifecycle import FINISHED
 
-# Statuses of candidates that finished a rung with measurements: "done", or "stopped" early by
-# a guard (no improvement, say) after which it was still measured. Failed, killed, paused,
-# queued or running candidates are never parents.
-PARENT_STATUSES = frozenset({"done", "stopped"})
+# Candidates that finished a rung with measurements (evotui.lifecycle: done, or stopped early by
+# a guard and measured all the same) may be parents; no other status ever is.
+PARENT_STATUSES = FINISHED
 
 
 @dataclass(frozen=True)

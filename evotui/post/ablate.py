@@ -42,6 +42,7 @@ from evotui.engine.jobs import Job
 from evotui.errors import UserError
 from evotui.evolve.ablations import AblationError, Context, Variant, ablations, motif_names
 from evotui.evolve.inheritance import inheritance_map
+from evotui.lifecycle import FINISHED
 from evotui.post.seed import Source
 
 CONTROL = "control"
@@ -388,7 +389,7 @@ def _cell(e: Mapping[str, Any] | None) -> str:
 
 
 def _failures(runs: Sequence[Mapping[str, Any]]) -> str:
-    bad = [r for r in runs if r.get("status") not in ("done", "stopped")]
+    bad = [r for r in runs if r.get("status") not in FINISHED]
     if not bad:
         return ""
     return f"  [{len(bad)}/{len(runs)} failed: {bad[0].get('error')}]"

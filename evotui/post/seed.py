@@ -23,6 +23,7 @@ from evotui import atomic
 from evotui.dsl import ModelSpec, RunConfig, dump, load, parse, to_data
 from evotui.engine.store import CONFIG_NAME, DB_NAME, RunStore
 from evotui.errors import UserError
+from evotui.lifecycle import FINISHED
 
 FRONTIER_NAME = "frontier.json"
 
@@ -165,7 +166,7 @@ def export_seed(source: Source, cid: str, out_config: Path,
     spec = source.spec(entry)
     cfg = source.config()
     notes: list[str] = []
-    if entry.get("status") not in (None, "done", "stopped"):
+    if entry.get("status") not in (None, *FINISHED):
         notes.append(f"candidate {cid} is {entry['status']}, not a finished candidate")
     ckpt = None
     if out_checkpoint is not None:

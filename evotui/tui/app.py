@@ -26,7 +26,8 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Footer
 
-from evotui.engine.store import FINISHED, RunStore
+from evotui.engine.store import RunStore
+from evotui.lifecycle import FINISHED, command_refusal
 from evotui.tui.cells import number
 from evotui.tui.confirm import ConfirmScreen, QuitScreen
 from evotui.tui.details import DetailsScreen
@@ -44,8 +45,6 @@ from evotui.tui.sampler import Sampler
 POLL_S = 0.5
 CHANGES_RUN = ("pause", "resume", "kill")
 MAIN_ONLY = (*CHANGES_RUN, "details", "frontier", "filter", "sort")
-ALLOWED = {"pause": ("queued", "running"), "resume": ("paused",),
-           "kill": ("queued", "running", "paused")}
 WIDE, TALL, TINY = 120, 32, 20  # below: narrow layout, short rows, no Loss/GPU row
 
 
@@ -237,7 +236,7 @@ class EvoApp(App[str | None]):
             self.notify("no candidate selected", severity="warning")
             return
         status = self.feed.candidates[cid]["status"]
-        if status not in ALLOWED[action]:
+        if command_refusal(action, status):
             self.notify(f"cannot {action} {cid}: it is {status}", severity="warning")
             return
         number = self.store.request(cid, action)
@@ -251,7 +250,7 @@ class EvoApp(App[str | None]):
 
     def action_kill(self) -> None:
         cid = self.population.selected
-        if cid is None or self.feed.candidates[cid]["status"] not in ALLOWED["kill"]:
+        if cid is None or command_refusal("kill", self.feed.candidates[cid]["status"]):
             self._command("kill")  # says why not
             return
 

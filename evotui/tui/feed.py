@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from evotui.engine.exports import objective_values
-from evotui.engine.store import FINISHED, RunStore
+from evotui.engine.store import RunStore
+from evotui.lifecycle import FINISHED
 
 ACTIVE = ("running", "killing")
 EVENT_BATCH = 500  # events read per poll at most (a long backlog arrives over several polls)
