@@ -133,6 +133,9 @@ class ShardSpec(Strict):
     weight: PosFloat = 1.0
     tag: str | None = Field(None, description="Metric suffix: held-out ppl is ppl_<tag>.")
     text_field: str | None = Field(None, description="Default: detected (text, content...).")
+    max_tokens: PosInt | None = Field(
+        None, description="Token budget: read the source until this many tokens (default: "
+        "derived from the run: its training tokens by weight plus the held-out part).")
 
     @model_validator(mode="before")
     @classmethod
