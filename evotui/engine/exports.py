@@ -1,8 +1,11 @@
 """What comes out of the run store: ``frontier.json``, ``lineage.json`` and the status summary.
 
 The JSON files are derived from the database and rewritten atomically (temp file + rename), so a
-reader sees the previous file or the new one, never half of one. Non-finite numbers are written
-as ``null`` so the files are strict JSON. Imports no torch.
+reader sees the previous file or the new one, never half of one, by :func:`evotui.jsonio.write`
+(non-finite numbers as ``null``, so the files are strict JSON). The Pareto front is
+:func:`evotui.evolve.pareto.pareto_front`, the same one the engine selects with, imported only
+when a front is computed here: the TUI's feed imports this module and must stay free of numpy
+and torch.
 """
 
 from __future__ import annotations
@@ -14,30 +17,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evotui import atomic
-from evotui.engine.store import CONFIG_NAME, FINISHED, RunStore
+from evotui import jsonio
+from evotui.engine.store import CONFIG_NAME, RunStore
+from evotui.jsonio import finite
+from evotui.lifecycle import FINISHED
 
 DEFAULT_OBJECTIVES = {"loss": "min"}
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _write_json(path: str | Path, doc: Mapping[str, Any]) -> None:
-    atomic.write_text(path, json.dumps(_finite(doc), indent=2, allow_nan=False) + "\n")
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def _check(objectives: Mapping[str, str]) -> None:
@@ -50,22 +35,10 @@ def objective_values(candidate: Mapping[str, Any],
                      objectives: Mapping[str, str]) -> dict[str, float] | None:
     """The candidate's value for every objective (from its metrics), or None if one is missing."""
     metrics = candidate.get("metrics") or {}
-    values = {name: _number(metrics.get(name)) for name in objectives}
+    values = {name: finite(metrics.get(name)) for name in objectives}
     if any(v is None for v in values.values()):
         return None
     return values  # type: ignore[return-value]
-
-
-def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    """``a`` is no worse than ``b`` everywhere and better somewhere (all minimised)."""
-    return all(x <= y for x, y in zip(a, b, strict=True)) and any(
-        x < y for x, y in zip(a, b, strict=True))
-
-
-def non_dominated(points: Mapping[str, Sequence[float]]) -> list[str]:
-    """Keys of the points no other point dominates (all minimised), in the given order."""
-    return [k for k, p in points.items()
-            if not any(dominates(q, p) for j, q in points.items() if j != k)]
 
 
 def finished(store: RunStore, objectives: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -83,11 +56,13 @@ def frontier(store: RunStore, objectives: Mapping[str, str],
     """
     _check(objectives)
     if frontier_ids is None:
-        pool = {c["id"]: c for c in finished(store, objectives)}
-        sign = {name: 1.0 if d == "min" else -1.0 for name, d in objectives.items()}
-        points = {cid: [sign[n] * v for n, v in objective_values(c, objectives).items()]  # type: ignore[union-attr]
-                  for cid, c in pool.items()}
-        chosen = [pool[cid] for cid in non_dominated(points)]
+        from evotui.evolve.entry import Entry  # the evolution layer, only when computing
+        from evotui.evolve.pareto import pareto_front
+
+        pool = finished(store, objectives)
+        front = set(pareto_front([Entry(c["id"], c.get("metrics") or {}, c["status"])
+                                  for c in pool], objectives))
+        chosen = [c for c in pool if c["id"] in front]
     else:
         chosen = [store.candidate(cid) for cid in dict.fromkeys(frontier_ids)
                   if store.has_candidate(cid)]
@@ -109,7 +84,7 @@ def _frontier_entry(c: Mapping[str, Any], objectives: Mapping[str, str]) -> dict
     return {
         "id": c["id"], "generation": c["generation"], "rung": c["rung"], "status": c["status"],
         "parents": c["parents"], "operator": c["operator"],
-        "objectives": {name: _number(metrics.get(name)) for name in objectives},
+        "objectives": {name: finite(metrics.get(name)) for name in objectives},
         "metrics": metrics, "checkpoint": c["checkpoint"], "spec": c["spec"],
     }
 
@@ -118,7 +93,7 @@ def write_frontier(store: RunStore, path: str | Path, objectives: Mapping[str, s
                    frontier_ids: Sequence[str] | None = None) -> list[str]:
     """Rewrite ``frontier.json`` atomically; returns the frontier ids written."""
     entries = frontier(store, objectives, frontier_ids)
-    _write_json(path, {"updated": time.time(), "objectives": dict(objectives),
+    jsonio.write(path, {"updated": time.time(), "objectives": dict(objectives),
                        "count": len(entries), "frontier": entries})
     return [e["id"] for e in entries]
 
@@ -129,7 +104,7 @@ def write_lineage(store: RunStore, path: str | Path) -> int:
               "operator": c["operator"], "status": c["status"], "rung": c["rung"],
               "created": c["created"]}
              for c in store.candidates(with_spec=False)]
-    _write_json(path, {"updated": time.time(), "count": len(nodes), "candidates": nodes})
+    jsonio.write(path, {"updated": time.time(), "count": len(nodes), "candidates": nodes})
     return len(nodes)
 
 
@@ -158,7 +133,7 @@ def _generation(store: RunStore) -> int | None:
 
 def _best(candidates: list[dict[str, Any]], name: str, direction: str) -> dict[str, Any] | None:
     scored = [(v, c["id"]) for c in candidates
-              if (v := _number((c.get("metrics") or {}).get(name))) is not None]
+              if (v := finite((c.get("metrics") or {}).get(name))) is not None]
     if not scored:
         return None
     value, cid = min(scored) if direction == "min" else max(scored)
@@ -178,7 +153,7 @@ def summary(store: RunStore, objectives: Mapping[str, str] | None = None) -> dic
                         "tokens_per_s": last.get("tokens_per_s"), "device": c["device"]})
     done = store.candidates(FINISHED, with_spec=False)
     counts = store.status_counts()
-    return _finite({
+    return jsonio.clean({
         "run": meta.get("name") or store.run_dir.name,
         "run_dir": str(store.run_dir),
         "config": str(meta.get("config") or store.run_dir / CONFIG_NAME),

@@ -37,10 +37,21 @@ def costs(metrics: Metrics, objectives: Mapping[str, str]) -> tuple[float, ...]:
     return tuple(cost(metrics, m, d) for m, d in objectives.items())
 
 
+def dominates_costs(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Cost vector ``a`` is no worse than ``b`` everywhere and better somewhere (all
+    minimised): the one definition of dominance."""
+    return all(x <= y for x, y in zip(a, b, strict=True)) and tuple(a) != tuple(b)
+
+
 def dominates(a: Metrics, b: Metrics, objectives: Mapping[str, str]) -> bool:
     """``a`` is no worse than ``b`` on every objective and better on one."""
-    ca, cb = costs(a, objectives), costs(b, objectives)
-    return all(x <= y for x, y in zip(ca, cb, strict=True)) and ca != cb
+    return dominates_costs(costs(a, objectives), costs(b, objectives))
+
+
+def non_dominated(points: Mapping[str, Sequence[float]]) -> list[str]:
+    """Keys of the cost vectors no other one dominates (all minimised), in the given order."""
+    ranks = _cost_ranks([tuple(p) for p in points.values()])
+    return [k for k, r in zip(points, ranks, strict=True) if r == 0]
 
 
 @overload
@@ -63,11 +74,15 @@ def nondominated_rank(points: Sequence[Metrics] | Sequence[Entry],
 
 
 def _ranks(points: Sequence[Metrics], objectives: Mapping[str, str]) -> list[int]:
-    n = len(points)
-    cs = [costs(p, objectives) for p in points]
+    return _cost_ranks([costs(p, objectives) for p in points])
+
+
+def _cost_ranks(cs: Sequence[tuple[float, ...]]) -> list[int]:
+    """Non-dominated sorting of cost vectors: 0 for the front, 1 for the next, ..."""
+    n = len(cs)
 
     def dom(i: int, j: int) -> bool:
-        return all(x <= y for x, y in zip(cs[i], cs[j], strict=True)) and cs[i] != cs[j]
+        return dominates_costs(cs[i], cs[j])
 
     beaten_by = [0] * n
     beats: list[list[int]] = [[] for _ in range(n)]

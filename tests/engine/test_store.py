@@ -16,6 +16,7 @@ import pytest
 from evotui.engine import exports
 from evotui.engine.store import RunStore
 from evotui.errors import UserError
+from evotui.evolve import pareto
 from tests.conftest import ROOT
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[[a-z_]+\] \S.*$")
@@ -379,8 +380,8 @@ def test_frontier_is_the_non_dominated_finished_set(store, tmp_path):
     given = exports.write_frontier(store, path, OBJECTIVES, ["c0000", "c0001", "c0404"])
     assert given == ["c0001", "c0000"]
     assert [e["id"] for e in strict_json(path.read_text())["frontier"]] == given
-    assert exports.dominates([1, 1], [1, 2]) and not exports.dominates([1, 1], [1, 1])
-    assert exports.non_dominated({"a": [1, 2], "b": [2, 1], "c": [2, 2]}) == ["a", "b"]
+    assert pareto.dominates_costs([1, 1], [1, 2]) and not pareto.dominates_costs([1, 1], [1, 1])
+    assert pareto.non_dominated({"a": [1, 2], "b": [2, 1], "c": [2, 2]}) == ["a", "b"]
 
 
 def test_lineage_lists_every_candidate(store, tmp_path):
