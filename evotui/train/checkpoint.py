@@ -12,7 +12,10 @@ Layout of the file (nothing in it is ever unpickled):
   hyper-parameters and the non-tensor per-parameter state, such as step counts).
 
 ``save`` writes a temporary file in the target's directory, fsyncs it and renames it over the
-target, so a crash mid-save leaves the previous checkpoint as it was.
+target, so a crash mid-save (or a full disk) leaves the previous checkpoint as it was; the file
+gets the umask's mode, like every other output. Every reader opens the file through
+:func:`_open`, so a truncated or corrupt file is a :class:`CheckpointError` naming it, never
+half-used; :func:`verify` also checks the values are finite and the shapes fit a model.
 """
 
 from __future__ import annotations
@@ -20,15 +23,18 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
+
+from evotui.atomic import _UMASK
 
 FORMAT = "evotui-checkpoint"
 VERSION = 1
@@ -88,6 +94,7 @@ def _write(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> 
     try:
         save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "r+b") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # as open() would make it, not mkstemp's 0600
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -120,6 +127,30 @@ def save(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | 
 
 
 # -- loading --------------------------------------------------------------------------------
+@contextmanager
+def _open(path: str | Path) -> Iterator[Any]:
+    """``safe_open`` with its failures (a missing, truncated or corrupt file) as one-line
+    :class:`CheckpointError`s that name the file."""
+    try:
+        f = safe_open(str(path), framework="pt", device="cpu")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except (SafetensorError, OSError) as e:
+        size = _size(path)
+        raise CheckpointError(f"{path}: not a whole safetensors file ({size}; "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+                              "truncated or corrupt") from None
+    with f:
+        yield f
+
+
+def _size(path: str | Path) -> str:
+    try:
+        return f"{os.stat(path).st_size:,} bytes"
+    except OSError:
+        return "unreadable"
+
+
 def _header(f: Any, path: str | Path) -> dict[str, str]:
     metadata = f.metadata() or {}
     if metadata.get("format") != FORMAT:
@@ -145,14 +176,14 @@ def _stored_names(f: Any, header: dict[str, str]) -> dict[str, str]:
 
 def read_meta(path: str | Path) -> dict[str, Any]:
     """The ``meta`` dict saved with the checkpoint, without reading any tensor."""
-    with safe_open(str(path), framework="pt", device="cpu") as f:
+    with _open(path) as f:
         return json.loads(_header(f, path)["meta"])
 
 
 def load_state(path: str | Path) -> dict[str, Tensor]:
     """The model tensors (as stored, e.g. bf16), keyed by state_dict name; aliases of one
     stored tensor map to the same tensor object."""
-    with safe_open(str(path), framework="pt", device="cpu") as f:
+    with _open(path) as f:
         names = _stored_names(f, _header(f, path))
         loaded = {s: f.get_tensor(MODEL + s) for s in set(names.values())}
     return {name: loaded[stored] for name, stored in names.items()}
@@ -196,7 +227,7 @@ def load(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | 
     model, not the file) and ``unexpected_keys`` (in the file, not the model). A shape
     mismatch is always an error, raised before anything is changed.
     """
-    with safe_open(str(path), framework="pt", device="cpu") as f:
+    with _open(path) as f:
         header = _header(f, path)
         names = _stored_names(f, header)
         target = model.state_dict()
@@ -220,3 +251,33 @@ def load(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | 
     if not strict:
         meta["missing_keys"], meta["unexpected_keys"] = missing, unexpected
     return meta
+
+
+def verify(path: str | Path, shapes: Mapping[str, tuple[int, ...]] | None = None
+           ) -> dict[str, int]:
+    """Check a checkpoint before anything uses it: a whole safetensors file with evotui's
+    header, every model tensor finite and, given a model's ``shapes`` (state_dict name ->
+    shape), at least one tensor of the model in the file and none of a different shape there.
+    Returns ``{"tensors", "matched", "fresh"}`` (tensors in the file; of the model's, found in
+    the file and not); raises :class:`CheckpointError` naming the file and the tensor."""
+    with _open(path) as f:
+        names = _stored_names(f, _header(f, path))
+        for stored in sorted(set(names.values())):
+            try:
+                t = f.get_tensor(MODEL + stored)
+            except (SafetensorError, OSError) as e:
+                raise CheckpointError(f"{path}: tensor {stored} cannot be read ({e}): "
+                                      "truncated or corrupt") from None
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise CheckpointError(f"{path}: tensor {stored} holds NaN or infinite values: "
+                                      "corrupt (bit rot?) or saved from a diverged run")
+            if shapes is not None and stored in shapes and tuple(t.shape) != tuple(
+                    shapes[stored]):
+                raise CheckpointError(f"{path}: {stored} has shape {tuple(t.shape)} in the "
+                                      f"checkpoint, {tuple(shapes[stored])} in the model")
+    matched = sum(1 for n in (shapes or {}) if n in names)
+    if shapes is not None and not matched:
+        raise CheckpointError(f"{path}: none of its {len(names)} tensors is a tensor of this "
+                              "model (a checkpoint of another architecture?)")
+    return {"tensors": len(names), "matched": matched,
+            "fresh": len(shapes or {}) - matched}

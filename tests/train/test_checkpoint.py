@@ -177,3 +177,43 @@ def test_optimizer_mismatch_and_foreign_files(tmp_path):
     save_file({"w": torch.zeros(2)}, plain)
     with pytest.raises(CheckpointError, match="not an evotui checkpoint"):
         read_meta(plain)
+
+
+def test_checkpoint_gets_the_umask_mode(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setattr(checkpoint, "_UMASK", 0o022)  # the umask read at start-up
+    path = tmp_path / "m.safetensors"
+    save(path, tiny_lm(seed=0))
+    assert os.stat(path).st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+@pytest.mark.parametrize("keep", [0, 5, 8, -100])
+def test_truncated_checkpoint_is_refused_naming_the_file(tmp_path, keep):
+    path = tmp_path / "t.safetensors"
+    save(path, tiny_lm(seed=0), meta={"step": 1})
+    data = path.read_bytes()
+    path.write_bytes(data[:keep] if keep >= 0 else data[:keep])
+    for read in (read_meta, load_state, lambda p: load(p, tiny_lm(seed=1)), checkpoint.verify):
+        with pytest.raises(CheckpointError, match=r"t\.safetensors: not a whole safetensors"):
+            read(path)
+
+
+def test_verify_finds_non_finite_values_and_foreign_shapes(tmp_path):
+    model = tiny_lm(seed=0)
+    shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}
+    path = tmp_path / "v.safetensors"
+    save(path, model)
+    assert checkpoint.verify(path, shapes) == {"tensors": len(shapes), "matched": len(shapes),
+                                               "fresh": 0}
+    name = next(n for n, t in model.state_dict().items() if t.is_floating_point())
+    with torch.no_grad():
+        model.state_dict()[name].view(-1)[0] = float("nan")
+    save(path, model)
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        checkpoint.verify(path)
+    save(path, tiny_lm(seed=0))
+    with pytest.raises(CheckpointError, match="has shape"):
+        checkpoint.verify(path, {**shapes, name: (3, 3)})
+    with pytest.raises(CheckpointError, match="none of its"):
+        checkpoint.verify(path, {"other.weight": (3, 3)})
