@@ -15,18 +15,24 @@ from evotui.errors import Problem, UserError
 M = TypeVar("M", bound=BaseModel)
 Loc = tuple[str | int, ...]
 UNION_TAGS = {"ffn": ("dense", "moe"), "extras": ("retro", "gated", "custom")}
+MAX_CONFIG_BYTES = 4 * 2**20  # the 573M reference config is 4 KB
+MAX_NODES = 100_000  # YAML nodes once aliases are expanded (nested aliases grow exponentially)
 
 
 def read_yaml(text: str, source: str | None = None) -> tuple[Any, dict[Loc, int]]:
     """Parse YAML text; return the data and a map from field path to 1-based line.
 
-    Duplicate keys are errors (PyYAML would keep the last one without a word)."""
+    Duplicate keys are errors (PyYAML would keep the last one without a word). Text over
+    :data:`MAX_CONFIG_BYTES` and aliases expanding to over :data:`MAX_NODES` nodes (a
+    "billion laughs") are refused before anything walks them."""
+    _check_size(len(text.encode("utf-8", "surrogatepass")), source)
     try:
         loader = yaml.SafeLoader(text)
         try:
             node = loader.get_single_node()
             lines: dict[Loc, int] = {}
             if node is not None:
+                _check_expansion(node, source)
                 _index(node, (), lines, source)
             data = loader.construct_document(node) if node is not None else None
         finally:
@@ -37,6 +43,37 @@ def read_yaml(text: str, source: str | None = None) -> tuple[Any, dict[Loc, int]
         line = mark.line + 1 if mark is not None else None
         raise UserError([Problem("", f"YAML syntax error: {what}", line)], source) from None
     return data, lines
+
+
+def _check_size(size: int, source: str | None) -> None:
+    if size > MAX_CONFIG_BYTES:
+        raise UserError.single(f"the file is {size / 2**20:.1f} MiB; a config is at most "
+                               f"{MAX_CONFIG_BYTES // 2**20} MiB (is this the right file?)",
+                               source=source)
+
+
+def _check_expansion(root: yaml.Node, source: str | None) -> None:
+    """Count the nodes a full walk would visit (an alias counts its whole target each time
+    it is used), memoised per node, so the count itself costs one pass over the file."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = MAX_NODES + 1  # a node reached again while counting it: a cycle
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(v) for v in node.value)
+        sizes[id(node)] = min(total, MAX_NODES + 1)
+        return sizes[id(node)]
+
+    if size(root) > MAX_NODES:
+        raise UserError([Problem("", f"YAML aliases expand to more than {MAX_NODES:,} values "
+                                 "(nested anchors and aliases); write the repeated parts out "
+                                 "or use fewer levels of aliases", root.start_mark.line + 1)],
+                        source)
 
 
 def _index(node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str | None) -> None:
@@ -179,6 +216,8 @@ def load(path: str | Path, cls: type[M] | None = None, notes: list[str] | None =
     p = Path(path)
     source = str(path)
     try:
+        if p.is_file():
+            _check_size(p.stat().st_size, source)
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError.single("no such file", source=source) from None
