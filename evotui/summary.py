@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from evotui.dsl.dialect import DIALECT_NOTE
 from evotui.dsl.estimate import Estimate
 from evotui.dsl.run import RunConfig
 
@@ -26,10 +27,16 @@ def _counts(c: dict[str, int]) -> str:
     return ", ".join(f"{k} x{v}" for k, v in sorted(c.items(), key=lambda kv: -kv[1])) or "none"
 
 
+def dialect(notes: list[str]) -> str:
+    """Which dialect the config was read in (the loader notes a translated file first)."""
+    return "earlier" if any(n.startswith(DIALECT_NOTE) for n in notes) else "evotui"
+
+
 def as_json(cfg: RunConfig, est: Estimate, source: str, notes: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"config": source, "name": cfg.model.name}
     out |= est.as_dict()
     out["recurrences"] = [r.model_dump() for r in cfg.model.recurrences]
+    out["dialect"] = dialect(notes)
     out["notes"] = notes
     return out
 
@@ -45,6 +52,9 @@ def as_text(cfg: RunConfig, est: Estimate, source: str, notes: list[str],
     rec = "; ".join(f"blocks {r.start}..{r.end} x{r.train_recurrence}" for r in m.recurrences)
     lines = [
         f"{source}: valid",
+        "  dialect      " + ("the earlier system's, translated on load (see the notes; "
+                             "`evotui convert` writes evotui's form)"
+                             if dialect(notes) == "earlier" else "evotui"),
         f"  model        {m.name or '(unnamed)'}: {est.layers} blocks ({', '.join(kinds)}), "
         f"width {m.emb.dim}, vocab {m.emb.vocab}, {m.norm}"
         + (", tied head" if m.head.tie_embeddings else ""),

@@ -76,3 +76,22 @@ def test_legacy_split_is_read_as_config_with_a_note():
     assert (wiki.name, wiki.config, wiki.split, wiki.tag) == (
         "wikitext", "wikitext-2-raw-v1", "train", "text")
     assert any("wikitext-2-raw-v1" in n for n in notes)
+
+
+@pytest.mark.parametrize("path", [p for p in anchors() if "model" in p.read_text()],
+                         ids=lambda p: p.name)
+def test_anchor_files_are_read_in_the_earlier_dialect(path):
+    from evotui.dsl import dialect
+
+    data, _ = read_yaml(path.read_text(), str(path))
+    assert dialect.detect(data)[0] == dialect.EARLIER
+
+
+def test_anchor_moe_hidden_is_read_per_expert():
+    data, lines = read_yaml((ANCHORS / "seed_xover-48-9237.yaml").read_text())
+    notes: list[str] = []
+    spec = parse(data["model"], ModelSpec, notes=notes)
+    moe = [b.ffn for b in spec.blocks if b.ffn is not None and b.ffn.type == "moe"]
+    raw = [b["ffn"] for b in data["model"]["blocks"] if (b.get("ffn") or {}).get("type") == "moe"]
+    assert moe and [f.expert_hidden for f in moe] == [f["hidden"] for f in raw]
+    assert any("per expert" in n for n in notes)

@@ -9,7 +9,7 @@ import importlib
 
 import typer
 
-MODULES: tuple[str, ...] = ("experiments", "analysis", "tui")
+MODULES: tuple[str, ...] = ("experiments", "analysis", "tui", "convert")
 
 
 def register_all(app: typer.Typer, bench_app: typer.Typer) -> None:

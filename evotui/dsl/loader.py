@@ -203,10 +203,23 @@ def parse(data: Any, cls: type[M], source: str | None = None,
         raise UserError.single(f"expected a mapping of sections (model, data, train, "
                                f"evolution, priors), got {kind}", source=source)
     context: dict[str, Any] = {"notes": notes if notes is not None else []}
+    data = _native(data, cls, source, lines, context["notes"])
     try:
         return cls.model_validate(data, context=context)
     except ValidationError as e:
         raise UserError(problems_from(e, cls, lines or {}), source) from None
+
+
+def _native(data: Any, cls: type[BaseModel], source: str | None,
+            lines: dict[Loc, int] | None, notes: list[str]) -> Any:
+    """A run config or model section in the earlier system's dialect, translated (with notes)."""
+    from evotui.dsl import dialect
+    from evotui.dsl.model import ModelSpec
+    from evotui.dsl.run import RunConfig
+
+    if cls is RunConfig or cls is ModelSpec:
+        return dialect.translate(data, lines, source, notes)
+    return data
 
 
 def load(path: str | Path, cls: type[M] | None = None, notes: list[str] | None = None) -> M:

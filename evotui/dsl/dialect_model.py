@@ -1,0 +1,304 @@
+"""The model section of the earlier dialect, field by field (see :mod:`evotui.dsl.dialect`).
+
+Each ``_attn``/``_ffn``/... function takes one raw mapping and returns evotui's native mapping
+for the model the earlier system meant, noting each translation and refusing, with the field
+and the reason, what evotui cannot honour.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evotui.dsl.dialect import _blocks, _dict, _neutral, _Reader
+
+EARLIER_ROPE_THETA = 10000.0
+SCALED = ("linear", "ntk", "yarn")
+WINDOWED = ("sliding", "local_global", "local_block")
+NEVER_BUILT = "the earlier system parsed it but never built it, and evotui has no equivalent"
+
+
+def _drop_nulls(d: dict[str, Any], keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None or (keys is not None and k not in keys)}
+
+
+def translate_model(model: dict[str, Any], r: _Reader, seq_len: int | None,
+                    lb_global: bool) -> dict[str, Any]:
+    out = dict(model)
+    emb = _dict(out.get("emb"))
+    if "rope" in emb:
+        emb = {k: v for k, v in emb.items() if k != "rope"}
+        if not _neutral(model["emb"]["rope"]):
+            r.note(("emb", "rope"), "dropped: the earlier system never read it (set RoPE per "
+                   "block)")
+        out["emb"] = emb
+    if "kv_policy" in out:
+        if not _neutral(out["kv_policy"]):
+            r.note(("kv_policy",), "dropped: it changed only the earlier system's KV-bytes "
+                   "figure, never the model; evotui counts the cache from the model itself")
+        del out["kv_policy"]
+    if "macro" in out:
+        if not _neutral(out["macro"]):
+            raise r.refuse(("macro",), f"not supported: {NEVER_BUILT} (its commit is titled "
+                           "'macro primitives (unwired)'); remove it")
+        del out["macro"]
+    blocks = model.get("blocks")
+    if isinstance(blocks, list):
+        out["blocks"] = [_block(b, i, r, seq_len, lb_global) if isinstance(b, dict) else b
+                         for i, b in enumerate(blocks)]
+    if "recurrences" in out:
+        out["recurrences"] = _recurrences(out.get("recurrences"), len(_blocks(model)), r)
+        if not out["recurrences"]:
+            del out["recurrences"]
+    return out
+
+
+def _block(b: dict[str, Any], i: int, r: _Reader, seq_len: int | None,
+           lb_global: bool) -> dict[str, Any]:
+    out = _drop_nulls(b)
+    loc = ("blocks", i)
+    if isinstance(out.get("attn"), dict):
+        out["attn"] = _attn(out["attn"], (*loc, "attn"), r, seq_len)
+    if isinstance(out.get("ffn"), dict):
+        out["ffn"] = _ffn(out["ffn"], (*loc, "ffn"), r, lb_global)
+    if isinstance(out.get("ssm"), dict):
+        out["ssm"] = _ssm(out["ssm"], (*loc, "ssm"), r)
+    if isinstance(out.get("extras"), list):
+        out["extras"] = [_extra(e, (*loc, "extras", j), r) if isinstance(e, dict) else e
+                         for j, e in enumerate(out["extras"])]
+        if not out["extras"]:
+            del out["extras"]
+    return out
+
+
+def _pop_neutral(a: dict[str, Any], key: str, loc: tuple[Any, ...], r: _Reader,
+                 why: str) -> None:
+    """Drop ``key`` at a neutral value; refuse any other value with ``why``."""
+    if key in a:
+        if not _neutral(a[key]):
+            raise r.refuse((*loc, key), why)
+        del a[key]
+
+
+def _attn(raw: dict[str, Any], loc: tuple[Any, ...], r: _Reader,
+          seq_len: int | None) -> dict[str, Any]:
+    a = dict(raw)
+    if a.get("causal", True) is not True:
+        raise r.refuse((*loc, "causal"), "false made the earlier attention bidirectional, "
+                       "which lets a language model read the future; evotui's attention is "
+                       "causal: remove it")
+    a.pop("causal", None)
+    if "kind" not in a:
+        a["kind"] = "MHA"
+        r.note((*loc, "kind"), "missing: the earlier default MHA")
+    kind = str(a["kind"]).upper()
+    heads = a.get("heads")
+    if kind in ("LINEAR", "MLA"):
+        raise r.refuse((*loc, "kind"), f"{kind} is not built yet by evotui; use MHA, GQA or MQA")
+    if a.get("kv_groups") is None and kind == "GQA" and isinstance(heads, int):
+        groups = max(1, heads // 4)
+        if heads % groups:
+            raise r.refuse((*loc, "kv_groups"), f"missing: the earlier GQA took heads//4 = "
+                           f"{groups} query heads per KV head, which does not divide heads "
+                           f"({heads}); set kv_groups")
+        a["kv_groups"] = groups
+        r.note((*loc, "kv_groups"), f"missing: the earlier GQA default heads//4 = {groups} "
+               f"query heads per KV head ({heads // groups} KV heads)")
+    elif a.get("kv_groups") is None:
+        a.pop("kv_groups", None)
+    _rope(a, loc, r)
+    _pattern(a, loc, r, seq_len)
+    _pop_neutral(a, "dropout", loc, r, "the earlier attention dropout acted on the output "
+                 "projection, evotui's on the attention probabilities; set 0")
+    _pop_neutral(a, "alibi", loc, r, "ALiBi is not built yet by evotui; remove it")
+    if _neutral(a.get("linear_feature_map")) or a.get("linear_feature_map") == "elu":
+        a.pop("linear_feature_map", None)
+    _pop_neutral(a, "kv_latent_dim", loc, r, "applies to kind MLA only; remove it")
+    _pop_neutral(a, "qk_norm_max", loc, r, "rescaled the whole attention input (q, k and v) "
+                 "to a norm bound, which is not QK-norm and evotui does not build; remove it")
+    gating = a.pop("gating_pos", None)
+    a.pop("gating_op", None) if _neutral(gating) else None
+    if a.get("gated") is True:
+        gating = "output"
+    a.pop("gated", None)
+    if not _neutral(gating):
+        raise r.refuse((*loc, "gating_pos"), "attention gating is not built yet by evotui; "
+                       "remove it")
+    selector = a.pop("selector", None)
+    for key in [k for k in a if k.startswith("selector_")]:
+        del a[key]
+    if not _neutral(selector):
+        raise r.refuse((*loc, "selector"), "a top-k key selector is not built yet by evotui; "
+                       "remove it")
+    for key in ("stencil", "softmax", "projection", "value_glu"):
+        _pop_neutral(a, key, loc, r, f"not supported: {NEVER_BUILT}; remove it")
+    return a
+
+
+def _rope(a: dict[str, Any], loc: tuple[Any, ...], r: _Reader) -> None:
+    if "rope" not in a:
+        a["rope"] = "none"
+        r.note((*loc, "rope"), "missing: the earlier default was no RoPE (rope: none)")
+    elif _neutral(a["rope"]):
+        a["rope"] = "none"
+    for key in ("rope_theta", "rope_factor"):
+        if a.get(key) is None:
+            a.pop(key, None)
+    if a["rope"] == "none":
+        a.pop("rope_theta", None)
+        a.pop("rope_factor", None)
+        return
+    r.note((), "RoPE: the earlier rotation used only every other frequency (each twice); "
+           "evotui builds standard RoPE over all of them")
+    if a["rope"] in SCALED and a.get("rope_factor", 1.0) == 1.0:
+        r.note((*loc, "rope"), f"{a['rope']} without a rope_factor was plain RoPE in the "
+               "earlier system (factor 1): read as standard")
+        a["rope"] = "standard"
+        a.pop("rope_factor", None)
+    elif a["rope"] == "yarn":
+        raise r.refuse((*loc, "rope_factor"), "the earlier 'yarn' divided positions and scaled "
+                       "the base at once, without YaRN's ramp or temperature; evotui builds "
+                       "real YaRN: write rope: yarn in a native config if that is what you want")
+    if "rope_theta" not in a:
+        a["rope_theta"] = EARLIER_ROPE_THETA
+
+
+def _pattern(a: dict[str, Any], loc: tuple[Any, ...], r: _Reader, seq_len: int | None) -> None:
+    if "sliding_window" in a:
+        sw = a.pop("sliding_window")
+        if a.get("sw") is None:
+            a["sw"] = sw
+    for key in ("sw", "block_size", "block_stride", "global_stride", "dilation", "sparsity"):
+        if a.get(key) is None:
+            a.pop(key, None)
+    sparsity = a.get("sparsity", "none")
+    if sparsity == "none" and "sw" in a:
+        a["sparsity"] = sparsity = "sliding"
+        r.note((*loc, "sparsity"), "none with sw: the earlier system built a sliding window")
+    if sparsity in WINDOWED or (sparsity == "dilated" and "sw" in a):
+        w = a.get("sw")
+        if w is None:
+            w = a.get("head_dim", 64)
+            r.note((*loc, "sw"), f"missing: the earlier window defaulted to head_dim ({w})")
+        sw = w + 1 if seq_len is None else min(w + 1, seq_len)
+        a["sw"] = sw
+        r.note((*loc, "sw"), f"{w} -> {sw}: the earlier window i-{w}..i holds {w} keys besides "
+               "the query; evotui's sw counts the query too")
+
+
+def _ffn(raw: dict[str, Any], loc: tuple[Any, ...], r: _Reader, lb_global: bool
+         ) -> dict[str, Any]:
+    f = _drop_nulls(raw)
+    if f.get("type", "dense") != "moe":
+        return f
+    _pop_neutral(f, "experts", loc, r, "heterogeneous expert lists are not built by evotui; "
+                 "remove it (experts are SwiGLU FFNs)")
+    _pop_neutral(f, "router_bias_detached", loc, r, "the earlier bias stayed frozen at its "
+                 "random init (a stub of aux-loss-free balancing); remove it")
+    for key in ("router_lb_weight", "router_aux_weight"):
+        _pop_neutral(f, key, loc, r, "set balance (this layer's load-balance weight) instead")
+    _pop_neutral(f, "dropout", loc, r, "evotui's MoE has no dropout; set 0")
+    n, k, hidden = f.get("n_experts"), f.get("k", 2), f.get("hidden")
+    f["k"] = k
+    if isinstance(n, int) and isinstance(hidden, int):
+        f["hidden"] = hidden * n
+        r.note((*loc, "hidden"), f"{hidden} per expert in the earlier dialect -> {hidden * n} "
+               f"(evotui's hidden is the routed width of all {n} experts)")
+    shared = f.pop("shared_expert", False) is True or (f.get("shared") or 0) >= 1
+    if shared and f.get("shared", 1) != 1:
+        r.note((*loc, "shared"), f"{f['shared']} -> 1: the earlier system built one shared "
+               "expert for any count")
+    f["shared"] = 1 if shared else 0
+    if "router_type" in f:
+        f["router"] = f.pop("router_type")
+    if f.pop("drop_policy", "none") != "greedy" and isinstance(n, int) and isinstance(k, int):
+        f["capacity_factor"] = n / k
+        r.note((*loc, "capacity_factor"), f"-> {n / k:g} (n_experts / k): without drop_policy "
+               "greedy the earlier MoE dropped no tokens")
+    if lb_global and "balance" in f:
+        del f["balance"]
+        r.note((*loc, "balance"), "dropped: the earlier system ignored it while "
+               "train.router_lb_coeff was set, which evotui uses as this layer's weight")
+    if f.get("activation", "swiglu") != "swiglu":
+        r.note((*loc, "activation"), "-> swiglu: the earlier experts were SwiGLU whatever it said")
+    f.pop("activation", None)
+    return f
+
+
+def _ssm(raw: dict[str, Any], loc: tuple[Any, ...], r: _Reader) -> dict[str, Any]:
+    s = _drop_nulls(raw)
+    if s.get("kind") == "ssm":
+        s["kind"] = "mamba2"
+    r.note((), "ssm: the earlier ssm was a short causal convolution (no state, no scan); "
+           "evotui builds the Mamba2 selective SSM it names")
+    return s
+
+
+def _extra(raw: dict[str, Any], loc: tuple[Any, ...], r: _Reader) -> dict[str, Any]:
+    e = _drop_nulls(raw)
+    kind = e.get("type")
+    if kind in ("assoc_memory", "memory_tokens", "chunk_memory", "branch_router",
+                "layer_scale", "feedback"):
+        raise r.refuse((*loc, "type"), f"extra {kind!r} is not built yet by evotui; remove it")
+    if kind == "retro":
+        r.note((), "retro: the earlier retro was a parameter-free moving average; evotui builds "
+               "a causal memory over earlier chunk summaries")
+    if kind == "gated" and isinstance(e.get("targets"), list):
+        e["targets"] = list(dict.fromkeys("retro" if t == "memory" else t for t in e["targets"]))
+        r.note((), "gated: the earlier gates were one scalar per branch; evotui's are per channel")
+    return e
+
+
+def _recurrences(raw: Any, n_blocks: int, r: _Reader) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    taken: list[tuple[int, int]] = []
+    for i, rec in enumerate(raw if isinstance(raw, list) else []):
+        if not isinstance(rec, dict):
+            out.append(rec)
+            continue
+        loc = ("recurrences", i)
+        x = _drop_nulls(rec)
+        start, end = x.get("start"), x.get("end")
+        if not isinstance(start, int) or not isinstance(end, int):
+            out.append(x)  # validation names the missing field
+            continue
+        if end <= start:
+            raise r.refuse((*loc, "end"), f"the earlier span [{start}, {end}) holds no block "
+                           "(end is exclusive there); remove the loop")
+        if start >= n_blocks or any(start < e2 and s2 < end for s2, e2 in taken):
+            r.note(loc, "dropped: it never ran in the earlier system (it starts past the last "
+                   "block or overlaps an earlier loop)")
+            continue
+        last = min(end, n_blocks) - 1
+        r.note((*loc, "end"), f"{end} (exclusive) -> {last} (evotui's end is inclusive)")
+        taken.append((start, last + 1))
+        y: dict[str, Any] = {"start": start, "end": last}
+        if x.get("adapter", "linear") != "linear":
+            raise r.refuse((*loc, "adapter"), f"{x['adapter']!r} is not built by evotui; "
+                           "use linear")
+        y["concat_prelude"] = x.get("concat_prelude", True)
+        y["adapter"] = "linear"
+        if not y["concat_prelude"]:
+            r.note((*loc, "concat_prelude"), "false made the earlier loop discard its input (its "
+                   "logits did not depend on the tokens); evotui's loop starts from the span "
+                   "input and feeds its state back through the adapter")
+        if "init_state" in x or "noise_std" in x:
+            r.note((*loc, "init_state"), "dropped: evotui's first loop starts from the span "
+                   "input, not from zeros or noise")
+        lo, hi = x.get("train_recurrence", 1), x.get("max_train_recurrence", 4)
+        hi = max(lo, hi)
+        y["train_recurrence"] = hi
+        y["curriculum_fraction"] = x.get("curriculum_fraction", 0.25)
+        if lo > 1 and y["curriculum_fraction"] > 0:
+            r.note((*loc, "train_recurrence"), f"the earlier loop count ramped {lo} -> {hi}; "
+                   f"evotui's ramps 1 -> {hi} over the same fraction")
+        tests = x.get("test_recurrences", [1, 2, 4, 8]) if not taken[:-1] else []
+        if taken[:-1] and x.get("test_recurrences"):
+            r.note((*loc, "test_recurrences"), "dropped: the earlier system read only the first "
+                   "loop's list")
+        y["test_recurrences"] = [t for t in tests if t != hi]
+        if hi == 1 and not y["test_recurrences"]:
+            r.note(loc, "dropped: one loop and nothing to evaluate is no recurrence")
+            taken.pop()
+            continue
+        out.append(y)
+    return out
