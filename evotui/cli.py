@@ -191,31 +191,42 @@ def frontier(source: Annotated[Path, typer.Argument(help="A run directory or fro
                    f"  {shown}")
 
 
-def _command(run_dir: Path, candidate: str, action: str) -> None:
+def _command(run_dir: Path, candidate: str, action: str, queue: bool = False) -> None:
+    from evotui.engine import integrity
     from evotui.engine.store import RunStore
 
+    integrity.check_name(candidate, "candidate")
     store = RunStore.open(run_dir)
+    if not queue and integrity.engine_stopped(store):
+        raise UserError.single(f"the run is stopped (no engine is running it), so nothing was "
+                               f"sent; `evotui run --resume {run_dir}` continues it, and "
+                               f"--queue leaves the {action} for that", source=str(run_dir))
     cid = store.request(candidate, action)
-    typer.echo(f"{action} {candidate}: requested (command {cid}); the engine acts within "
-               "about two seconds")
+    when = ("the engine acts within about two seconds" if not queue or integrity.engine_alive(
+        store) else "queued: the engine acts on it when the run is resumed")
+    typer.echo(f"{action} {candidate}: requested (command {cid}); {when}")
+
+
+QueueOpt = Annotated[bool, typer.Option(
+    "--queue", help="On a stopped run, leave the command for the next --resume.")]
 
 
 @app.command()
-def pause(run_dir: RunDirArg, candidate: str) -> None:
+def pause(run_dir: RunDirArg, candidate: str, queue: QueueOpt = False) -> None:
     """Pause a candidate: it checkpoints at its next step and frees its slot."""
-    _command(run_dir, candidate, "pause")
+    _command(run_dir, candidate, "pause", queue)
 
 
 @app.command("resume")
-def resume_cmd(run_dir: RunDirArg, candidate: str) -> None:
+def resume_cmd(run_dir: RunDirArg, candidate: str, queue: QueueOpt = False) -> None:
     """Resume a paused candidate from its checkpoint."""
-    _command(run_dir, candidate, "resume")
+    _command(run_dir, candidate, "resume", queue)
 
 
 @app.command()
-def kill(run_dir: RunDirArg, candidate: str) -> None:
+def kill(run_dir: RunDirArg, candidate: str, queue: QueueOpt = False) -> None:
     """Kill a candidate: it stops, is marked killed and never becomes a parent."""
-    _command(run_dir, candidate, "kill")
+    _command(run_dir, candidate, "kill", queue)
 
 
 bench_app = typer.Typer(help="Benchmarks: timings and errors, as a table or JSON.",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from evotui.dsl import ModelSpec, RunConfig, estimate, to_data
+from evotui.engine import integrity
 from evotui.engine.exports import summary, write_frontier, write_lineage
 from evotui.engine.jobs import Job
 from evotui.engine.store import RunStore
@@ -527,10 +528,8 @@ class Engine:
             if not path or c["id"] in keep or c["status"] in ("queued", "running", "paused",
                                                                "killing"):
                 continue
-            p = Path(path).resolve()
-            if p != self.checkpoint_path(c["id"]).resolve() or not p.is_file():
-                continue  # only the file this run wrote for this candidate, in its place
-            p.unlink()
+            if not integrity.remove_own_file(path, self.checkpoint_path(c["id"])):
+                continue  # only the regular file this run wrote for it, never through a link
             self.store.update_candidate(c["id"], checkpoint=None)
             removed += 1
         if removed:

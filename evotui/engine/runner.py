@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from evotui.dsl import RunConfig, dump, load, loads, to_data
+from evotui.engine import integrity
 from evotui.engine.engine import Engine, Rungs, RunOptions
 from evotui.engine.store import RunStore
 from evotui.errors import UserError
@@ -136,6 +137,7 @@ def open_run(flags: RunFlags, default_config: Path) -> tuple[Engine, int]:
     if flags.resume is not None:
         run_dir = flags.resume
         store = RunStore.open(run_dir)
+        integrity.check_resumable(store)  # a creation a stop cut short is started again
         log_path = (store.get_state("options") or {}).get("log_path")
         if log_path:  # the run's own --log file, not the default
             store.close()
@@ -150,10 +152,9 @@ def open_run(flags: RunFlags, default_config: Path) -> tuple[Engine, int]:
         cfg = _overridden(load(path), flags)
         name = cfg.model.name or Path(path).stem
         run_dir = flags.run_dir or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (run_dir / "run.db").exists():
-            raise UserError.single("already holds a run; use --resume to continue it or "
-                                   "choose another --run-dir", source=str(run_dir))
+        integrity.prepare_new_run_dir(run_dir)  # a run there is refused, a half-made one redone
         try:
+            integrity.check_init_checkpoint(cfg, str(path))  # whole, finite, of this genome
             check_data(cfg)  # every shard and the tokenizer, before a run directory exists
         except UserError as e:
             e.source = e.source or str(path)
@@ -165,15 +166,16 @@ def open_run(flags: RunFlags, default_config: Path) -> tuple[Engine, int]:
             seed=cfg.train.seed)
         store = RunStore.create(run_dir, dump(cfg), {"config": str(path), "name": name},
                                 log_path=flags.log)
-        store.set_state("objectives", cfg.evolution.objectives)
-        store.set_state("run_id", f"{run_dir.name}-{uuid.uuid4().hex[:8]}")
-        store.set_state("rungs", {"steps": list(rungs.steps)})
-        store.set_state("options", {
-            "checkpoint_dir": str(options.checkpoint_dir) if options.checkpoint_dir else None,
-            "frontier_path": str(options.frontier_path) if options.frontier_path else None,
-            "log_path": str(options.log_path) if options.log_path else None,
-            "cleanup_old_checkpoints": options.cleanup_old_checkpoints,
-            "seed": options.seed})
+        with store.transaction():  # "options" last: a run without them was never complete
+            store.set_state("objectives", cfg.evolution.objectives)
+            store.set_state("run_id", f"{run_dir.name}-{uuid.uuid4().hex[:8]}")
+            store.set_state("rungs", {"steps": list(rungs.steps)})
+            store.set_state("options", {
+                "checkpoint_dir": str(options.checkpoint_dir) if options.checkpoint_dir else None,
+                "frontier_path": str(options.frontier_path) if options.frontier_path else None,
+                "log_path": str(options.log_path) if options.log_path else None,
+                "cleanup_old_checkpoints": options.cleanup_old_checkpoints,
+                "seed": options.seed})
         generations = cfg.evolution.generations
     for attr in ("checkpoint_dir", "frontier_path", "log_path"):
         value = getattr(options, attr)

@@ -195,12 +195,16 @@ class RunStore:
     def open(cls, run_dir: str | Path, readonly: bool = False, *,
              log_path: str | Path | None = None) -> RunStore:
         """Open an existing run; a directory without ``run.db`` is a :class:`UserError`."""
+        from evotui.engine import integrity
+
         run_dir = Path(run_dir)
+        integrity.check_name(run_dir, "run directory")
         db = run_dir / DB_NAME
         if not db.is_file():
             raise UserError.single(f"no {DB_NAME} here, so this is not a run directory "
                                    "(`evotui run` starts one)",
                                    source=str(run_dir))
+        integrity.check_db(db)  # empty, damaged header or corrupt page: one line, unchanged
         conn: sqlite3.Connection | None = None
         try:
             conn = _connect(db, readonly)
