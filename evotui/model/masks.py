@@ -2,8 +2,9 @@
 
 - ``sdpa_mask``: a dense boolean (T, T) tensor, True = attend, for SDPA and the reference.
 - ``mask_mod`` / ``block_mask``: FlexAttention's predicate and its ``BlockMask``.
+- ``chunk_plan`` / ``chunk_layout``: the chunked backend's block-sparse layout and its masks.
 
-Both are cached per (pattern, T, device), so the layers of a model share one mask. Under
+All are cached per (pattern, T, device), so the layers of a model share one mask. Under
 ``torch.compile`` the masks are never rebuilt inside the graph: the cached tensors enter it as
 constants (``assume_constant_result``). Besides saving the work, this sidesteps an Inductor
 bug (torch 2.13, CPU at least) that drops the tail of ``arange(T) // s`` when ``s`` does not
@@ -17,7 +18,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -141,3 +142,126 @@ def _block_mask_fields(pattern: Pattern, seq_len: int, device: torch.device) -> 
 @torch.compiler.disable
 def _block_mask_eager(pattern: Pattern, seq_len: int, device: torch.device) -> Any:
     return _block_mask(pattern, int(seq_len), _device(device))
+
+
+# --- chunked (block-sparse) layouts ------------------------------------------------------
+
+CHUNK = 64  # query positions per chunk of the chunked backend (in a residue's subsequence)
+
+
+class ChunkPlan(NamedTuple):
+    """How the ``chunked`` backend visits a pattern over ``seq_len`` positions.
+
+    Positions split into ``residues`` interleaved subsequences (``p = i * residues + r``:
+    dilation as a strided view; 1 otherwise) of ``length`` positions each, padded. Each
+    subsequence is cut into query chunks of ``chunk``; a chunk attends to the ``band`` keys
+    before it plus itself (a superset of every pattern's local reach) and, when ``stride`` is
+    set, to every ``stride``-th key (local_global's global keys) outside its band. With
+    ``band < 0`` the whole subsequence is one chunk (the band would cover it anyway). Which
+    of those candidate pairs are attended is decided by ``Pattern.allowed`` alone."""
+
+    seq_len: int
+    residues: int
+    chunk: int
+    band: int
+    stride: int | None
+    length: int
+
+    @property
+    def blocks(self) -> int:
+        return self.length // self.chunk
+
+    @property
+    def keys(self) -> int:
+        """Candidate keys per query chunk."""
+        if self.band < 0:
+            return self.length
+        return self.band + self.chunk + (self.globals if self.stride else 0)
+
+    @property
+    def globals(self) -> int:
+        return -(-self.length // self.stride) if self.stride else 0
+
+
+def _reach(pattern: Pattern) -> int | None:
+    """Largest q - k + 1 the pattern's local part attends, in subsequence units (None: all)."""
+    kind = pattern.kind
+    if kind in ("sliding", "local_global"):
+        return pattern.sw
+    if kind == "block":
+        return pattern.block_size
+    if kind == "local_block":
+        return max(pattern.sw, pattern.block_size)
+    if kind == "dilated":
+        return None if pattern.sw is None else -(-pattern.sw // pattern.dilation)
+    return None
+
+
+@lru_cache(maxsize=64)
+def chunk_plan(pattern: Pattern, seq_len: int, chunk: int = CHUNK) -> ChunkPlan:
+    """The chunked layout of ``pattern`` over ``seq_len`` positions (see :class:`ChunkPlan`)."""
+    residues = pattern.dilation if pattern.kind == "dilated" else 1
+    n0 = -(-seq_len // residues)
+    reach = _reach(pattern)
+    stride = pattern.global_stride if pattern.kind == "local_global" else None
+    if reach is not None:
+        c = min(chunk, 1 << max(4, (reach - 1).bit_length()))
+        band = -(-(reach - 1) // c) * c
+        length = -(-n0 // c) * c
+        if band + c < length:
+            return ChunkPlan(seq_len, residues, c, band, stride, length)
+    return ChunkPlan(seq_len, residues, n0, -1, None, n0)
+
+
+def chunk_layout(pattern: Pattern, seq_len: int,
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+    """(blocked (R * blocks, chunk, keys) bool, True where a candidate pair is NOT attended;
+    q_pos (R * blocks, chunk); k_pos (R * blocks, keys)) of :func:`chunk_plan`, cached. Pairs
+    outside the sequence are blocked, except that padded queries see themselves (no empty
+    softmax row)."""
+    if not torch.compiler.is_compiling():
+        return _chunk_layout(pattern, seq_len, _device(device))
+    if isinstance(seq_len, int):
+        return _chunk_layout_constant(pattern, seq_len, device)
+    return _chunk_layout_eager(pattern, seq_len, device)
+
+
+@lru_cache(maxsize=32)
+def _chunk_layout(pattern: Pattern, seq_len: int, device: torch.device
+                  ) -> tuple[torch.Tensor, ...]:
+    p = chunk_plan(pattern, seq_len)
+    R, C, nb = p.residues, p.chunk, p.blocks
+    r = torch.arange(R)[:, None, None]
+    b = torch.arange(nb)[None, :, None]
+    sub_q = b * C + torch.arange(C)[None, None, :]  # (1, nb, C) subsequence index
+    q_pos = sub_q * R + r  # (R, nb, C)
+    if p.band < 0:
+        sub_k = torch.arange(p.length)[None, None, :].expand(1, nb, -1)
+    else:
+        sub_k = b * C - p.band + torch.arange(p.band + C)[None, None, :]
+    k_pos = sub_k * R + r
+    valid = (sub_k >= 0) & (k_pos < seq_len)
+    if p.stride:
+        g_pos = (torch.arange(p.globals) * p.stride)[None, None, :].expand(R, nb, -1)
+        in_band = g_pos >= (b * C - p.band)  # already a band candidate: never twice
+        valid = torch.cat([valid.expand(R, nb, -1), (g_pos < seq_len) & ~in_band], -1)
+        k_pos = torch.cat([k_pos.expand(R, nb, -1), g_pos], -1)
+    q_pos, k_pos, valid = (t.expand(R, nb, -1) for t in (q_pos, k_pos, valid))
+    qp, kp = q_pos[..., :, None], k_pos[..., None, :]
+    mask = valid[..., None, :] & pattern.allowed(qp, kp)
+    mask |= (qp >= seq_len) & (kp == qp)
+    flat = (R * nb, C)
+    return (~mask.reshape(*flat, -1).to(device), q_pos.reshape(flat).to(device),
+            k_pos.reshape(R * nb, -1).contiguous().to(device))
+
+
+@torch.compiler.assume_constant_result
+def _chunk_layout_constant(pattern: Pattern, seq_len: int, device: torch.device
+                           ) -> tuple[torch.Tensor, ...]:
+    return _chunk_layout(pattern, seq_len, _device(device))
+
+
+@torch.compiler.disable
+def _chunk_layout_eager(pattern: Pattern, seq_len: int, device: torch.device
+                        ) -> tuple[torch.Tensor, ...]:
+    return _chunk_layout(pattern, int(seq_len), _device(device))

@@ -21,7 +21,15 @@ from evotui.model.attention import (
     reference_attention,
     select_backend,
 )
-from evotui.model.masks import block_mask, flex_module, mask_mod, sdpa_mask
+from evotui.model.backends import FAMILY, AttentionBackend
+from evotui.model.masks import (
+    block_mask,
+    chunk_layout,
+    chunk_plan,
+    flex_module,
+    mask_mod,
+    sdpa_mask,
+)
 from evotui.model.rope import RoPE, rope_frequencies, yarn_mscale
 
 DIM, HEADS, HEAD_DIM, T = 64, 4, 16, 96
@@ -106,8 +114,9 @@ def test_lengths_other_than_seq_len(length: int) -> None:
     attn = Attention(make_spec("dilated", "GQA", "yarn"), DIM, seq_len=T)
     x = torch.randn(1, length, DIM)
     y_ref, _ = outputs(attn, x, "reference")
-    y, _ = outputs(attn, x, "sdpa")
-    torch.testing.assert_close(y, y_ref, atol=ATOL, rtol=1e-5)
+    for backend in ("sdpa", "chunked"):
+        y, _ = outputs(attn, x, backend)
+        torch.testing.assert_close(y, y_ref, atol=ATOL, rtol=1e-5)
     assert attn.rope is not None and attn.rope.cos.shape[0] >= length
 
 
@@ -145,7 +154,7 @@ def graph_recorder(targets: list) -> object:
     return backend
 
 
-@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+@pytest.mark.parametrize("backend", ["sdpa", "chunked", "flex"])
 def test_compiled_graph_takes_masks_as_constants(backend: str) -> None:
     """Under torch.compile the cached masks enter the graph whole: no arange or floor division
     in it (Inductor miscompiles ``arange(T) // s`` when s does not divide T), no graph break."""
@@ -189,7 +198,7 @@ def test_future_tokens_do_not_leak(sparsity: str) -> None:
             torch.testing.assert_close(attn(x2)[:, : t + 1], attn(x)[:, : t + 1], atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa"])
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked"])
 def test_dependencies_follow_the_pattern(backend: str) -> None:
     """Output t depends on input s exactly where the pattern lets query t see key s."""
     torch.manual_seed(5)
@@ -236,6 +245,123 @@ def test_block_mask_covers_the_pattern() -> None:
         allowed = torch.from_numpy(dense_mask(pattern, n))
         q, k = allowed.nonzero().unbind(-1)
         assert blocks[q // tile, k // tile].all()
+
+
+# --- the chunked backend: work follows the attended keys ---------------------------------
+
+
+LONG = [Pattern("sliding", sw=40), Pattern("local_global", sw=24, global_stride=20),
+        Pattern("block", block_size=32, block_stride=48), Pattern("dilated", dilation=3, sw=90),
+        Pattern("local_block", sw=16, block_size=40, block_stride=100), Pattern("dilated",
+                                                                                dilation=5)]
+
+
+@pytest.mark.parametrize("n", [300, 517])
+def test_chunked_matches_reference_on_long_sequences(n: int) -> None:
+    """Long enough that every bounded pattern really runs block-sparse (band < sequence),
+    forward and backward, with GQA and a length no chunk size divides."""
+    torch.manual_seed(13)
+    q = torch.randn(1, 4, n, 8, requires_grad=True)
+    k, v = (torch.randn(1, 2, n, 8, requires_grad=True) for _ in range(2))
+    for pattern in LONG:
+        if pattern.kind != "dilated" or pattern.sw is not None:
+            assert chunk_plan(pattern, n).band >= 0, pattern
+        y = FAMILY["chunked"].attend(q, k, v, pattern, 0.0, 0.3)
+        ref = reference_attention(q, k, v, pattern, scale=0.3)
+        torch.testing.assert_close(y, ref, atol=ATOL, rtol=1e-5)
+        dy = torch.randn_like(y)
+        got = torch.autograd.grad(y, (q, k, v), dy)
+        want = torch.autograd.grad(ref, (q, k, v), dy)
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n", [37, 300, 517])
+def test_chunk_layout_is_the_pattern(n: int) -> None:
+    """Every attended pair of the chunk layout is allowed, and every allowed pair is attended
+    exactly once (the global keys never repeat a band key)."""
+    for pattern in [*all_patterns(), *LONG]:
+        p = chunk_plan(pattern, n)
+        blocked, q_pos, k_pos = chunk_layout(pattern, n)
+        attended = ~blocked & (q_pos < n)[..., None]
+        qs = q_pos[..., None].expand_as(attended)[attended]
+        ks = k_pos[:, None, :].expand_as(attended)[attended]
+        got = torch.zeros(n, n, dtype=torch.long)
+        got.index_put_((qs, ks), torch.ones_like(qs), accumulate=True)
+        assert torch.equal(got, torch.from_numpy(dense_mask(pattern, n)).long()), pattern
+        assert attended.shape[-1] == p.keys
+
+
+def test_chunked_work_follows_the_keys_attended() -> None:
+    """At T=2048 with window 192 the candidate pairs are a fraction of the causal triangle:
+    the work the backend does, counted exactly."""
+    n = 2048
+    causal = n * (n + 1) / 2
+    for pattern in [Pattern("sliding", sw=192), Pattern("local_global", sw=192,
+                                                         global_stride=48),
+                    Pattern("dilated", dilation=4, sw=768), Pattern("block", block_size=192)]:
+        p = chunk_plan(pattern, n)
+        work = p.residues * p.length * p.keys
+        assert work <= 0.4 * causal, (pattern, work / causal)
+        assert work >= pattern.keys_per_query(n) * n  # a superset of what it attends
+
+
+def alibi(slopes: torch.Tensor) -> object:
+    def bias(h: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return -slopes.to(q.device)[h] * (q - k)
+
+    return bias
+
+
+def test_score_bias_in_every_backend_that_takes_one() -> None:
+    """An additive bias (ALiBi here) gives the same result on every backend that supports
+    one, equal to adding it to the dense scores by hand."""
+    torch.manual_seed(14)
+    n = 300
+    q = torch.randn(2, 4, n, 8)
+    k, v = torch.randn(2, 2, 2, n, 8).unbind(0)
+    bias = alibi(torch.tensor([0.5, 0.25, 0.125, 0.0625]))
+    idx = torch.arange(n)
+    for pattern in [Pattern("none"), *LONG]:
+        scores = q @ k.repeat_interleave(2, 1).transpose(-1, -2) * 0.3
+        scores = scores + bias(torch.arange(4)[:, None, None], idx[:, None], idx[None, :])
+        scores = scores.masked_fill(~torch.from_numpy(dense_mask(pattern, n)), float("-inf"))
+        want = scores.softmax(-1) @ v.repeat_interleave(2, 1)
+        names = available_backends(pattern, "cpu", bias=True)
+        assert names == ["reference", "sdpa", "chunked"]
+        for name in names:
+            got = FAMILY[name].attend(q, k, v, pattern, 0.0, 0.3, bias)
+            torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-5, msg=name)
+
+
+def test_backend_family_contract() -> None:
+    for name, backend in FAMILY.items():
+        assert isinstance(backend, AttentionBackend) and backend.name == name
+    assert not FAMILY["flash"].available(Pattern("none"), "cuda", torch.bfloat16, bias=True)
+    with pytest.raises(ValueError, match="with a score bias"):
+        select_backend("flash", Pattern("none"), "cpu", bias=True)
+
+
+def test_broken_flash_attn_falls_back_with_one_line(tmp_path, monkeypatch, caplog) -> None:
+    """A flash-attn wheel built for another torch fails with OSError, not ImportError: the
+    backend is then unavailable and one log line says why."""
+    from evotui.model.backends import flash
+
+    pkg = tmp_path / "flash_attn"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise OSError('libcudart.so.11.0: cannot open')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(__import__("sys").modules, "flash_attn", raising=False)
+    flash.flash_fn.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="evotui.attention"):
+            assert flash.flash_fn() is None
+            assert flash.flash_fn() is None
+            assert "flash" not in available_backends(Pattern("none"), "cuda", torch.bfloat16)
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and "OSError" in lines[0] and "libcudart" in lines[0]
+    finally:
+        flash.flash_fn.cache_clear()
 
 
 # --- RoPE ----------------------------------------------------------------------------------
@@ -345,12 +471,13 @@ def test_backend_selection() -> None:
     dense, window, sparse = Pattern("none"), Pattern("sliding", sw=8), Pattern("block",
                                                                                 block_size=8)
     for p in (dense, window, sparse):
-        assert available_backends(p, "cpu") == ["reference", "sdpa"]
-        assert select_backend("auto", p, "cpu", torch.float32) == "sdpa"
+        assert available_backends(p, "cpu") == ["reference", "sdpa", "chunked"]
+        want = "sdpa" if p.kind == "none" else "chunked"
+        assert select_backend("auto", p, "cpu", torch.float32) == want
         assert "flash" not in available_backends(p, "cuda", torch.float32)
     assert "flash" not in available_backends(sparse, "cuda")
     for name in ("flex", "flash"):
-        with pytest.raises(ValueError, match="available: reference, sdpa, auto"):
+        with pytest.raises(ValueError, match="available: reference, sdpa, chunked, auto"):
             select_backend(name, sparse, "cpu")
     with pytest.raises(ValueError, match="unknown attention backend"):
         Attention(make_spec(), DIM, T, backend="triton")
@@ -361,7 +488,7 @@ def test_backend_selection() -> None:
         attn(torch.randn(1, 8, DIM))
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa"])
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "chunked"])
 def test_dropout_only_in_training(backend: str) -> None:
     torch.manual_seed(9)
     attn = Attention(make_spec("sliding", dropout=0.5), DIM, T, backend=backend)
@@ -378,7 +505,7 @@ def test_bench_smoke() -> None:
     assert out["device"] == "cpu" and out["dtype"] == "float32"
     rows = out["results"]
     assert {r["pattern"] for r in rows} == set(PATTERNS)
-    assert {r["backend"] for r in rows} == {"reference", "sdpa"}
+    assert {r["backend"] for r in rows} == {"reference", "sdpa", "chunked"}
     assert all(r["max_err"] < 1e-5 and r["ms"] > 0 and 0 < r["density"] <= 1 for r in rows)
     assert min(r["vs_dense"] for r in rows if r["pattern"] == "none"
                and r["backend"] != "reference") == 1.0
