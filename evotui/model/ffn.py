@@ -52,13 +52,19 @@ class DenseFFN(nn.Module):
 
 
 class MoE(nn.Module):
-    """Top-k routed experts with a fixed capacity per expert.
+    """Top-k routed experts with a fixed capacity per expert, computed without host syncs.
 
-    Each token picks ``k`` of ``E`` experts. Routed (token, slot) pairs are sorted by expert
-    so every expert runs once on a contiguous slice. An expert takes at most
-    ``ceil(capacity_factor * tokens * k / E)`` slots, first come first served in flattened
-    token order (so a token is never dropped because of later tokens of its own sequence);
-    the rest are dropped and only the residual carries them.
+    Each token picks ``k`` of ``E`` experts. An expert takes at most
+    ``C = ceil(capacity_factor * tokens * k / E)`` (token, slot) pairs, first come first served
+    in flattened token order (so a token is never dropped because of later tokens of its own
+    sequence); the rest are dropped and only the residual carries them.
+
+    Dispatch has static shapes throughout, so it compiles into one graph and never waits for
+    the device: each pair's rank within its expert is a cumulative sum over a one-hot of the
+    routing; kept pairs are scattered into an (E x C) buffer (dropped ones into a spare row),
+    every expert runs as one batched matmul over its C rows (``bmm``; empty rows cost FLOPs,
+    ``capacity_factor - 1`` of them at a balanced load), and each token gathers its k gated
+    outputs back.
 
     After each forward: ``aux_loss`` (the weighted Switch load-balance loss, a scalar with a
     gradient to the router), ``entropy`` (the mean router entropy, with its gradient) and
@@ -106,38 +112,34 @@ class MoE(nn.Module):
         gates = top / top.sum(-1, keepdim=True)
         return probs, gates, idx
 
-    def experts(self, xs: Tensor, counts: list[int]) -> Tensor:
-        """Run expert e on the e-th slice of ``xs`` (rows sorted by expert)."""
-        outs = []
-        for e, chunk in enumerate(xs.split(counts)):
-            if chunk.numel() == 0:
-                continue
-            h3 = chunk @ self.w3[e].t() if self.w3 is not None else None
-            h = activate(chunk @ self.w1[e].t(), h3, self.activation)
-            outs.append(h @ self.w2[e].t())
-        return torch.cat(outs) if outs else xs.new_zeros(0, self.w2.size(1))
+    def experts(self, h: Tensor) -> Tensor:
+        """Every expert on its rows at once: h (E, C, D) -> (E, C, D)."""
+        w1, w2 = self.w1.to(h.dtype), self.w2.to(h.dtype)
+        h3 = torch.bmm(h, self.w3.to(h.dtype).transpose(1, 2)) if self.w3 is not None else None
+        a = activate(torch.bmm(h, w1.transpose(1, 2)), h3, self.activation)
+        return torch.bmm(a, w2.transpose(1, 2))
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1])
         T, E, k = x.size(0), self.n_experts, self.k
         probs, gates, idx = self.route(x)
-
-        # flatten (token, slot) pairs token-major; a stable sort by expert keeps token order
-        flat_e = idx.reshape(-1)
-        order = flat_e.argsort(stable=True)
-        counts = torch.bincount(flat_e, minlength=E)
-        starts = counts.cumsum(0) - counts
-        rank = torch.arange(T * k, device=x.device) - starts[flat_e[order]]
         cap = self.capacity(T)
-        kept = order[rank < cap]  # per-expert prefixes, so still contiguous by expert
-        kept_counts = counts.clamp(max=cap)
 
-        tok = kept // k
-        y = self.experts(x[tok], kept_counts.tolist())
-        y = y * gates.reshape(-1)[kept].unsqueeze(-1).to(y.dtype)
-        out = torch.zeros_like(x)
-        out.index_add_(0, tok, y.to(x.dtype))
+        # (token, slot) pairs token-major; rank = earlier pairs routed to the same expert
+        flat_e = idx.reshape(-1)
+        onehot = F.one_hot(flat_e, E)  # (T * k, E)
+        counts = onehot.sum(0)
+        rank = (onehot.cumsum(0) - onehot).gather(1, flat_e[:, None]).squeeze(1)
+        keep = rank < cap
+        slot = torch.where(keep, flat_e * cap + rank, E * cap)  # E * cap: the spare row
+
+        tok = torch.arange(T * k, device=x.device) // k
+        buf = x.new_zeros(E * cap + 1, x.size(1)).index_add(0, slot, x[tok])
+        y = self.experts(buf[:-1].view(E, cap, -1)).reshape(E * cap, -1)
+        y = torch.cat([y, y.new_zeros(1, y.size(1))])[slot]  # dropped pairs read zeros
+        weight = (gates.reshape(-1) * keep).to(y.dtype)
+        out = (y * weight[:, None]).view(T, k, -1).sum(1).to(x.dtype)
         if self.shared is not None:
             out = out + self.shared(x)
 
@@ -149,7 +151,7 @@ class MoE(nn.Module):
             self.stats = {
                 "entropy": self.entropy.detach(),
                 "load": load.detach(),
-                "overflow": 1.0 - kept_counts.sum().float() / (T * k),
+                "overflow": 1.0 - keep.sum().float() / (T * k),
             }
         return out.reshape(shape)
 
