@@ -1,5 +1,6 @@
-"""Commands that live beside the layer they drive. Each module here defines
-``register(app, bench_app)`` and adds its Typer commands; ``evotui.cli`` calls them all.
+"""Every command of ``evotui``, one module per group. Each module here defines
+``register(app, bench_app)`` and adds its Typer commands; ``evotui.cli`` calls them all, in
+the order of ``MODULES`` (a new group of commands is a new module appended there).
 Modules are imported at start-up, so they import nothing heavy (torch, textual, matplotlib)
 at module level: only inside the command functions."""
 
@@ -9,7 +10,8 @@ import importlib
 
 import typer
 
-MODULES: tuple[str, ...] = ("experiments", "analysis", "tui", "convert")
+CORE: tuple[str, ...] = ("config", "train", "run", "steer", "bench")  # in --help order
+MODULES: tuple[str, ...] = (*CORE, "experiments", "analysis", "tui", "convert", "data")
 
 
 def register_all(app: typer.Typer, bench_app: typer.Typer) -> None:

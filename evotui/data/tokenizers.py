@@ -1,4 +1,4 @@
-"""Tokenizers: bytes, a byte-level BPE trained here, or a ``tokenizer.json`` found offline.
+"""Tokenizers: bytes, a byte-level BPE trained here, or a ``tokenizer.json`` (a file or the Hub).
 
 ``data.tokenizer`` names one of:
 
@@ -6,7 +6,8 @@
 - ``bpe:<N>``: a byte-level BPE with N ids trained on a few MB of the run's own training
   shards, cached as JSON (keyed by N and the training sources) and reused;
 - a path to a ``tokenizer.json`` (or a folder holding one), or a Hugging Face model name
-  (``gpt2``) whose ``tokenizer.json`` is already in the local Hugging Face cache.
+  (``gpt2``): its ``tokenizer.json`` from the local Hugging Face cache, else fetched from the
+  Hub (and cached there) when the Hub is reachable and offline mode is off.
 
 Every tokenizer has an end-of-document id, ``eot``, that separates packed documents.
 """
@@ -47,13 +48,23 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         raise NotImplementedError
 
+    def encode_docs(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The documents' ids, each followed by ``eot``, as one uint32 array; and each
+        document's length in it (eot included), int64."""
+        encoded = self.encode_batch(texts)
+        lengths = np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int64,
+                              count=len(encoded))
+        out = np.empty(int(lengths.sum()), dtype=np.uint32)
+        at = 0
+        for ids, n in zip(encoded, lengths, strict=True):
+            out[at : at + n - 1] = ids
+            out[at + n - 1] = self.eot
+            at += n
+        return out, lengths
+
     def encode_packed(self, texts: list[str]) -> np.ndarray:
         """The documents' ids, each followed by ``eot``, as one uint32 array."""
-        parts = []
-        for ids in self.encode_batch(texts):
-            parts.append(np.asarray(ids, dtype=np.uint32))
-            parts.append(np.array([self.eot], dtype=np.uint32))
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
+        return self.encode_docs(texts)[0]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, vocab_size={self.vocab_size})"
@@ -74,11 +85,11 @@ class ByteTokenizer(Tokenizer):
         data = bytes(i for i in ids if 0 <= i < 256)
         return data.decode("utf-8", errors="replace")
 
-    def encode_packed(self, texts: list[str]) -> np.ndarray:
+    def encode_docs(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         raw = [t.encode("utf-8") for t in texts]
-        ends = np.cumsum([len(r) for r in raw], dtype=np.int64)
+        lengths = np.fromiter((len(r) + 1 for r in raw), dtype=np.int64, count=len(raw))
         ids = np.frombuffer(b"".join(raw), dtype=np.uint8).astype(np.uint32)
-        return np.insert(ids, ends, self.eot)
+        return np.insert(ids, np.cumsum(lengths - 1), self.eot), lengths
 
 
 class HFTokenizer(Tokenizer):
@@ -159,13 +170,25 @@ def _find_tokenizer_json(name: str) -> Path:
             return p / "tokenizer.json"
         raise UserError.single(f"{name}: folder has no tokenizer.json; {OFFLINE_FIX}",
                                path="data.tokenizer")
-    try:
-        from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download
 
+    from evotui.data.sources import env_offline, hub_reachable
+
+    try:  # the local Hugging Face cache first: no network needed
         return Path(hf_hub_download(name, "tokenizer.json", local_files_only=True))
-    except Exception:  # not cached, or not a valid name
-        raise UserError.single(f"{name} is not available offline (no such file, and no "
-                               f"tokenizer.json for it in the local Hugging Face cache); "
+    except Exception:  # noqa: BLE001 - not cached (or not a valid name): ask the Hub
+        pass
+    if env_offline() or not hub_reachable():
+        why = "offline mode is on" if env_offline() else "the Hub is not reachable"
+        raise UserError.single(f"{name} is not a file and not in the local Hugging Face cache, "
+                               f"and {why}; fetch it once with network (evotui data prepare "
+                               f"CONFIG, or hf download {name} tokenizer.json) or "
+                               f"{OFFLINE_FIX}", path="data.tokenizer")
+    try:
+        return Path(hf_hub_download(name, "tokenizer.json"))
+    except Exception as e:  # no such repository, no tokenizer.json in it, gated
+        reason = " ".join(str(e).split())[:160]
+        raise UserError.single(f"{name}: no tokenizer.json on the Hugging Face Hub ({reason}); "
                                f"{OFFLINE_FIX}", path="data.tokenizer") from None
 
 
