@@ -394,6 +394,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # noqa: BLE001 - the last line of defence for users
         if debug:
             raise
+        from evotui.engine.integrity import machine_fault
+
+        if machine_fault(e):  # a full disk or an I/O error: the machine's, said in one line
+            typer.echo(f"evotui: {machine_fault(e)}: {' '.join(str(e).split())[:200]}", err=True)
+            sys.exit(1)
         typer.echo(f"evotui: internal error: {type(e).__name__}: {e} "
                    "(run again with --debug for the traceback)", err=True)
         sys.exit(1)

@@ -11,6 +11,7 @@ builds the genome on PyTorch's meta device to know its tensors' shapes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
@@ -182,3 +183,31 @@ def machine_fault(error: BaseException | str | None) -> str | None:
         if fault in text:
             return fault[0].lower() + fault[1:]
     return None
+
+
+def machine_stop(error: BaseException, run_dir: Path | str) -> UserError | None:
+    """The one line a run ends with when the machine failed it (exit 1), or None when
+    ``error`` is not the machine's fault."""
+    fault = machine_fault(error)
+    if fault is None:
+        return None
+    detail = " ".join(str(error).split())[:160]
+    return UserError([Problem("", f"the run stopped: {fault} ({detail}); what was committed is "
+                              f"intact: free space, then `evotui run --resume {shown(run_dir)}` "
+                              "continues")], shown(run_dir), exit_code=1)
+
+
+async def guarded(engine: Any, run: Any) -> None:
+    """Await the engine's ``run`` coroutine; a full disk or an I/O error in the engine's own
+    writes (the store, an export) ends the workers and becomes :func:`machine_stop`'s line.
+    SQLite rolls a failed write back and exports are replaced atomically, so nothing already
+    committed is damaged, and ``--resume`` requeues what was running."""
+    try:
+        await run
+    except (OSError, sqlite3.Error) as e:
+        stop = machine_stop(e, engine.options.run_dir)
+        if stop is None:
+            raise
+        with contextlib.suppress(Exception):  # the disk's error is the one to report
+            await engine.executor.shutdown(kill=True)
+        raise stop from e
