@@ -106,3 +106,18 @@ def command_refusal(command: str, status: str) -> str | None:
     if status in ACTS_ON[cmd]:
         return None
     return f"cannot {cmd.value} a {status} candidate"
+
+
+class TransitionError(ValueError):
+    """A status change the lifecycle does not allow (the store refuses to write it)."""
+
+    def __init__(self, candidate: str, old: str, new: str):
+        super().__init__(f"candidate {candidate}: cannot move from {old} to {new} (allowed from "
+                         f"{old}: {', '.join(sorted(TRANSITIONS[Status(old)])) or 'nothing'})")
+        self.candidate, self.old, self.new = candidate, old, new
+
+
+def check_move(candidate: str, a: str, b: str) -> None:
+    """Raise :class:`TransitionError` unless ``a -> b`` is allowed."""
+    if not can_move(a, b):
+        raise TransitionError(candidate, a, b)

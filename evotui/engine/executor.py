@@ -9,13 +9,14 @@ A new executor (a cluster, a remote box) is a new module with a subclass. The en
 * ``events()``: an async iterator of ``(candidate_id, event)`` for all jobs (one consumer);
 * ``running()``: the candidates with a live worker; ``shutdown(kill)``: stop, then end events().
 
-Events (dicts with a ``kind``):
+Events are the typed ones of :mod:`evotui.engine.events` (a subclass may hand ``_emit`` a plain
+``{"kind": ...}`` dict; it is parsed):
 
-* ``started`` (``device``, ``pid``): the worker process exists;
-* ``log``, ``step``, ``eval``, ``guard``, ``checkpoint``, ``done``: as the worker sends them;
+* ``Started`` (``device``, ``pid``): the worker process exists;
+* ``Log``, ``Step``, ``Eval``, ``Guard``, ``Checkpoint``, ``Done``: as the worker sends them;
 * exactly one terminal event per submitted job, sent after its slot is free again:
-  ``result`` (a ``TrainResult`` dict; ``status`` done | stopped | failed | paused | killed) or
-  ``failed`` (``reason``: one line; ``exitcode``; ``traceback`` when the worker raised).
+  ``Result`` (``status`` done | stopped | failed | paused | killed) or ``Failed`` (``reason``:
+  one line; ``exitcode``; ``traceback`` when the worker raised; ``signal`` when one ended it).
 
 Heartbeats are the executor's business and are not passed on. ``events()`` is meant for one
 consumer at a time (several iterators share one stream).
@@ -31,9 +32,9 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from evotui.engine.events import Event, parse
 from evotui.engine.jobs import Job
 
-Event = dict[str, Any]
 ACTIONS = ("pause", "kill")
 
 
@@ -87,8 +88,10 @@ class Executor(ABC):
         return _EventStream(self)
 
     # -- for subclasses -----------------------------------------------------------------
-    def _emit(self, candidate_id: str, event: Event) -> None:
-        """Hand an event to events(); callable from any thread."""
+    def _emit(self, candidate_id: str, event: Event | dict[str, Any]) -> None:
+        """Hand an event (typed, or a plain dict that is parsed) to events(); callable from
+        any thread."""
+        event = parse(event)
         with self._bridge:
             self._items.append((candidate_id, event))
         self._wake_up()

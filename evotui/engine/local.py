@@ -15,8 +15,12 @@ A job's one terminal event goes out once its slot is free: its ``result`` as soo
 (the worker lives on and takes the next job), unless the job was being killed, in which case the
 result waits until the worker has exited; or, once the worker has exited and its pipe is
 drained, ``failed`` with the worker's error message, ``killed``, ``no heartbeat for N s`` or
-``worker exited with code N`` (a crash, a signal, the OOM killer). The next job on that slot
-spawns a new worker. Heartbeats are watched only while a worker runs a job.
+``worker exited with code N`` (a crash, a signal, the OOM killer; ``signal`` names it). The next
+job on that slot spawns a new worker. Heartbeats are watched only while a worker runs a job.
+
+Workers ignore SIGINT, SIGHUP and SIGTERM (a terminal, ``timeout``, systemd or Slurm signal the
+whole process group; the engine alone decides what that means), so the executor ends a worker
+that does not obey a kill with SIGKILL once the grace period has passed.
 """
 
 from __future__ import annotations
@@ -38,39 +42,26 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
-from evotui.engine.executor import Event, Executor, check_action
+from evotui.engine.devices import slot_name, slots
+from evotui.engine.events import Event, Failed, Result, Started, WorkerError, parse
+from evotui.engine.executor import Executor, check_action
 from evotui.engine.jobs import Job, Warm
 from evotui.engine.worker import KILL, PAUSE, run_job, serve
 
 Target = Callable[..., None]
-TERMINAL_SIGNALS = {signal.SIGINT, signal.SIGHUP}
+TERMINAL_SIGNALS = {signal.SIGINT, signal.SIGHUP, signal.SIGTERM}
 LINGER = 1.0  # seconds to wait for a dead worker's pipe to close (a forked grandchild may hold it)
 POLL = 0.2  # seconds between checks on heartbeats, deadlines and exits
 
 
 def device_slots(devices: str | Sequence[str | int] | None = None, cpu_slots: int = 1) -> list[str]:
-    """The slots: the given devices (``"0,1"`` -> cuda:0, cuda:1; ``"cpu"`` stays), else every
-    visible GPU, else ``cpu_slots`` CPU slots."""
+    """The slots: the given devices (``"0,1"`` -> cuda:0, cuda:1; ``"cpu"`` stays; see
+    :func:`evotui.engine.devices.slot_name`), else :func:`evotui.engine.devices.slots` for
+    ``auto`` (every visible GPU, else ``cpu_slots`` CPU slots)."""
     if devices:
         items = devices.split(",") if isinstance(devices, str) else list(devices)
-        return [_device(item) for item in items]
-    import torch
-
-    count = torch.cuda.device_count()
-    if count:
-        return [f"cuda:{i}" for i in range(count)]
-    return ["cpu"] * max(1, cpu_slots)
-
-
-def _device(item: str | int) -> str:
-    text = str(item).strip()
-    if text.isdigit():
-        return f"cuda:{text}"
-    if text == "cuda":
-        return "cuda:0"
-    if text == "cpu" or (text.startswith("cuda:") and text[5:].isdigit()):
-        return text
-    raise ValueError(f"unknown device {item!r}; use a GPU index (0), cuda:N or cpu")
+        return [slot_name(item) for item in items]
+    return slots("auto", None, cpu_slots)
 
 
 def cpu_cores() -> int:
@@ -89,11 +80,11 @@ class _Worker:
     flag: Any  # a shared ctypes byte
     last_seen: float
     job: Job | None = None  # the job it runs; None: idle
-    result: Event | None = None  # held back until the process has exited (a killed job)
-    error: Event | None = None
+    result: Result | None = None  # held back until the process has exited (a killed job)
+    error: WorkerError | None = None
     cause: str | None = None  # why the executor ended it, if it did
-    deadline: float | None = None  # when to escalate (terminate, then kill)
-    terminated: bool = False
+    deadline: float | None = None  # when to end it with SIGKILL
+    terminated: bool = False  # SIGKILL sent
     stopping: bool = False  # asked to exit
     eof: bool = False
     exited_at: float | None = None
@@ -119,7 +110,7 @@ class LocalExecutor(Executor):
         """``devices``/``cpu_slots``: see :func:`device_slots`. ``cpu_threads``: torch threads
         per CPU worker (default: this machine's cores shared among the CPU slots).
         ``heartbeat_timeout``: seconds of silence before a worker running a job is killed.
-        ``grace``: seconds between a kill request and SIGTERM, and between SIGTERM and SIGKILL.
+        ``grace``: seconds between a kill request (or an idle worker told to exit) and SIGKILL.
         ``target``: the function a worker calls for each job, ``run_job``; tests pass a
         wrapper (importable by name: it is pickled into the spawned process)."""
         super().__init__(device_slots(devices, cpu_slots))
@@ -157,8 +148,7 @@ class LocalExecutor(Executor):
             w.assign(job, time.monotonic())
             # under the lock, before the job is sent: the monitor cannot pass on this job's
             # events before this one
-            self._emit(job.candidate_id, {"kind": "started", "device": job.device,
-                                          "pid": w.process.pid})
+            self._emit(job.candidate_id, Started(job.device, w.process.pid))
             self._start_monitor()
         # outside the lock: a stopped worker with a full pipe must not block the monitor. If
         # the worker has died, the monitor reports the job as failed.
@@ -242,9 +232,9 @@ class LocalExecutor(Executor):
             kwargs={"threads": self._threads(device), "target": self.target},
             name=f"evotui-worker-{device}-{self._spawned}")
         try:
-            # Blocked here, the terminal's SIGINT and SIGHUP (which reach the whole foreground
-            # process group) are blocked in the child from its first instruction; serve() then
-            # ignores them. The engine decides what a Ctrl-C or a lost terminal means.
+            # Blocked here, SIGINT, SIGHUP and SIGTERM (which a terminal or a supervisor send to
+            # the whole process group) are blocked in the child from its first instruction;
+            # serve() then ignores them. The engine decides what a stop means.
             blocked = signal.pthread_sigmask(signal.SIG_BLOCK, TERMINAL_SIGNALS)
             try:
                 process.start()
@@ -293,13 +283,14 @@ class LocalExecutor(Executor):
             w.eof = True  # everything the worker sent has been read
             w.process.join(0.05)  # usually exiting right now; _check reaps it otherwise
 
-    def _handle(self, w: _Worker, event: Event) -> None:
+    def _handle(self, w: _Worker, event: Event | dict[str, Any]) -> None:
         w.last_seen = time.monotonic()
-        kind = event.get("kind")
+        event = parse(event)
+        kind = event.kind
         job = w.job  # only this thread ends a job; submit only gives jobs to idle workers
         if kind == "heartbeat" or job is None:
             return
-        if kind == "result":
+        if isinstance(event, Result):
             with self._lock:
                 free = w.cause is None
                 if free:  # done: the slot is free before the result goes out
@@ -312,7 +303,7 @@ class LocalExecutor(Executor):
             if free:
                 self._emit(job.candidate_id, event)
             return
-        if kind == "error":
+        if isinstance(event, WorkerError):
             with self._lock:  # the worker exits after an error; one that lingers is ended
                 w.error = event
                 if w.deadline is None:
@@ -337,12 +328,8 @@ class LocalExecutor(Executor):
                     w.process.kill()  # silent: stopped, hung or wedged; SIGTERM may not land
                     w.terminated, w.deadline = True, None
                 elif w.deadline is not None and now >= w.deadline:
-                    if not w.terminated:
-                        w.process.terminate()
-                        w.terminated, w.deadline = True, now + self.grace
-                    else:
-                        w.process.kill()
-                        w.deadline = None
+                    w.process.kill()  # it ignores SIGTERM: the engine decides, not a signal
+                    w.terminated, w.deadline = True, None
             for w in done:
                 self._workers.remove(w)
         for w in done:  # the slot is free before the terminal event goes out
@@ -362,27 +349,28 @@ class LocalExecutor(Executor):
             w.process.join(1.0)
 
 
-def outcome(w: _Worker) -> Event:
+def outcome(w: _Worker) -> Result | Failed:
     """The terminal event of a worker that has exited and been read to the end."""
     code = w.process.exitcode
     if w.result is not None:
         return w.result
     if w.error is not None:
-        return {"kind": "failed", "reason": w.error.get("error", "error"),
-                "traceback": w.error.get("traceback"), "exitcode": code}
+        return Failed(w.error.error or "error", code, w.error.traceback)
+    name = _signal(code)
     if w.cause is not None:
-        return {"kind": "failed", "reason": w.cause, "exitcode": code}
-    return {"kind": "failed", "reason": f"worker exited with code {code}{_signal(code)}",
-            "exitcode": code}
+        return Failed(w.cause, code, signal=name)
+    return Failed(f"worker exited with code {code}" + (f" ({name})" if name else ""), code,
+                  signal=name)
 
 
-def _signal(code: int | None) -> str:
+def _signal(code: int | None) -> str | None:
+    """The signal's name when ``code`` says one ended the process."""
     if code is None or code >= 0:
-        return ""
+        return None
     try:
-        return f" ({signal.Signals(-code).name})"
+        return signal.Signals(-code).name
     except ValueError:
-        return ""
+        return f"signal {-code}"
 
 
 _LIVE: weakref.WeakSet[LocalExecutor] = weakref.WeakSet()

@@ -5,13 +5,21 @@ and the TUI write from other processes. Every write commits at once (or at the e
 ``with store.transaction():``), so killing the engine at any instant loses nothing committed.
 Events are also appended to ``run.log``, one readable line each, for ``tail -f``.
 
+Candidates come back as frozen :class:`~evotui.engine.records.Candidate` records, and a status
+change is checked against :data:`evotui.lifecycle.TRANSITIONS` (a move the lifecycle does not
+allow raises :class:`~evotui.lifecycle.TransitionError`). Checkpoint paths inside the run
+directory are stored relative to it. The engine says what it is doing (running, stopping,
+stopped, finished) and beats a heartbeat in the ``run`` table: :meth:`RunStore.engine_state`.
+The schema is :mod:`evotui.engine.schema`; metrics, events and commands are
+:class:`evotui.engine.journal.Journal`.
+
 This module imports no torch: the TUI opens the store and must start instantly.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import os
 import sqlite3
 import threading
 import time
@@ -21,139 +29,34 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from evotui import atomic
+from evotui.engine.journal import Journal
+from evotui.engine.records import (
+    ENGINE_STATES,
+    Candidate,
+    EngineState,
+    decode_candidate,
+    encode_candidate,
+)
+from evotui.engine.schema import (  # noqa: F401 - re-exported: the store's names
+    ACTIONS,
+    CANDIDATE_FIELDS,
+    COMMAND_STATUSES,
+    CONFIG_NAME,
+    DB_NAME,
+    LOG_NAME,
+    METRIC_KINDS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    connect,
+    format_log_line,
+)
 from evotui.errors import UserError
+from evotui.lifecycle import FINISHED, STATUSES, Status, check_move  # noqa: F401
 
-DB_NAME = "run.db"
-LOG_NAME = "run.log"
-CONFIG_NAME = "config.yaml"
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 10_000
-
-# "killing": a kill was sent and the worker has not exited yet (then "killed").
-STATUSES = ("queued", "running", "paused", "done", "stopped", "failed", "killing", "killed")
-FINISHED = ("done", "stopped")
-ACTIONS = ("pause", "resume", "kill")
-COMMAND_STATUSES = ("pending", "done", "rejected")
-METRIC_KINDS = ("train", "eval")
-
-CANDIDATE_FIELDS = ("generation", "parents", "operator", "spec", "spec_key", "provenance",
-                    "status", "rung", "step", "total_steps", "metrics", "checkpoint", "error",
-                    "device")
-CANDIDATE_JSON = ("parents", "spec", "provenance", "metrics")
-METRIC_FIELDS = ("candidate", "rung", "step", "loss", "lr", "tokens", "tokens_per_s", "kind",
-                 "extra", "time")
+ENGINE_STATE_KEY = "engine_state"
 
 
-def _one_of(values: Sequence[str]) -> str:
-    return ", ".join(f"'{v}'" for v in values)
-
-
-SCHEMA = f"""
-CREATE TABLE run (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE candidates (
-    id TEXT PRIMARY KEY,
-    generation INTEGER NOT NULL,
-    parents TEXT NOT NULL DEFAULT '[]',
-    operator TEXT NOT NULL DEFAULT '',
-    spec TEXT NOT NULL,
-    spec_key TEXT,
-    provenance TEXT NOT NULL DEFAULT '{{}}',
-    status TEXT NOT NULL,
-    rung INTEGER NOT NULL DEFAULT 0,
-    step INTEGER NOT NULL DEFAULT 0,
-    total_steps INTEGER,
-    metrics TEXT NOT NULL DEFAULT '{{}}',
-    checkpoint TEXT,
-    error TEXT,
-    device TEXT,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE INDEX candidates_status ON candidates (status);
-CREATE INDEX candidates_spec_key ON candidates (spec_key);
-CREATE TABLE metrics (
-    id INTEGER PRIMARY KEY,
-    candidate TEXT NOT NULL,
-    rung INTEGER NOT NULL DEFAULT 0,
-    step INTEGER NOT NULL,
-    loss REAL,
-    lr REAL,
-    tokens INTEGER,
-    tokens_per_s REAL,
-    kind TEXT NOT NULL DEFAULT 'train' CHECK (kind IN ({_one_of(METRIC_KINDS)})),
-    extra TEXT NOT NULL DEFAULT '{{}}',
-    time REAL NOT NULL
-);
-CREATE INDEX metrics_candidate ON metrics (candidate, id);
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    time REAL NOT NULL,
-    kind TEXT NOT NULL,
-    candidate TEXT,
-    text TEXT NOT NULL
-);
-CREATE TABLE commands (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    time REAL NOT NULL,
-    candidate TEXT NOT NULL,
-    action TEXT NOT NULL CHECK (action IN ({_one_of(ACTIONS)})),
-    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ({_one_of(COMMAND_STATUSES)})),
-    outcome TEXT,
-    done_time REAL
-);
-CREATE INDEX commands_status ON commands (status, id)
-"""
-
-
-def format_log_line(at: float, kind: str, text: str, candidate: str | None = None) -> str:
-    """``2026-11-24 14:03:12 [mutation] c0007 <- c0003: ...``: one line, local time.
-
-    The candidate id leads the text unless the text already starts with it.
-    """
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
-    body = " | ".join(part.strip() for part in text.splitlines() if part.strip())
-    if candidate and not re.match(rf"{re.escape(candidate)}\b", body):
-        body = f"{candidate} {body}".rstrip()
-    return f"{stamp} [{kind}] {body}"
-
-
-def _connect(db: Path, readonly: bool) -> sqlite3.Connection:
-    if readonly:
-        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True,
-                               isolation_level=None, check_same_thread=False)
-    else:
-        conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    if not readonly:
-        conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    return conn
-
-
-def _decode_candidate(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    for key in CANDIDATE_JSON:
-        if key in out:
-            out[key] = json.loads(out[key])
-    return out
-
-
-def _encode_candidate(fields: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(fields) - set(CANDIDATE_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown candidate field(s): {', '.join(sorted(unknown))}")
-    if "status" in fields and fields["status"] not in STATUSES:
-        raise ValueError(f"status {fields['status']!r} is not one of {', '.join(STATUSES)}")
-    out = dict(fields)
-    for key in CANDIDATE_JSON:
-        if key in out:
-            value = out[key]
-            out[key] = json.dumps(list(value) if key == "parents" else (value or {}))
-    return out
-
-
-class RunStore:
+class RunStore(Journal):
     """One run's database. Open with :meth:`create` or :meth:`open`; close when done."""
 
     def __init__(self, run_dir: Path, conn: sqlite3.Connection, *, readonly: bool,
@@ -179,7 +82,7 @@ class RunStore:
             raise UserError.single(f"already holds a run ({DB_NAME}); continue it with --resume "
                                    "or choose another run directory", source=str(run_dir))
         run_dir.mkdir(parents=True, exist_ok=True)
-        store = cls(run_dir, _connect(run_dir / DB_NAME, False), readonly=False,
+        store = cls(run_dir, connect(run_dir / DB_NAME, False), readonly=False,
                     log_path=log_path)
         with store.transaction():
             for statement in SCHEMA.split(";"):
@@ -207,7 +110,7 @@ class RunStore:
         integrity.check_db(db)  # empty, damaged header or corrupt page: one line, unchanged
         conn: sqlite3.Connection | None = None
         try:
-            conn = _connect(db, readonly)
+            conn = connect(db, readonly)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             if conn is not None:
@@ -300,6 +203,33 @@ class RunStore:
     def config_yaml(self) -> str:
         return self.get_state("config_yaml", "")
 
+    # -- the engine's own state ----------------------------------------------------------------
+
+    def set_engine_state(self, state: str | None = None) -> None:
+        """The engine says what it does (``running``, ``stopping``, ``stopped``, ``finished``)
+        or, with no argument, that it is still alive (the heartbeat). Written by the engine."""
+        now = time.time()
+        old = self.engine_state()
+        if state is None:
+            if old is None:
+                return
+            state, since = old.state, old.since
+        else:
+            if state not in ENGINE_STATES:
+                raise ValueError(f"engine state {state!r} is not one of {', '.join(ENGINE_STATES)}")
+            since = old.since if old is not None and old.state == state else now
+        self.set_state(ENGINE_STATE_KEY, {"state": state, "pid": os.getpid(), "since": since,
+                                          "heartbeat": now})
+
+    def engine_state(self) -> EngineState | None:
+        """What the engine last wrote about itself; None before any engine ran. ``alive()``
+        tells a live engine from one that was killed (its heartbeat goes stale)."""
+        data = self.get_state(ENGINE_STATE_KEY)
+        if not isinstance(data, Mapping):
+            return None
+        return EngineState(str(data.get("state")), data.get("pid"), float(data.get("since", 0)),
+                           float(data.get("heartbeat", 0)))
+
     # -- candidates ----------------------------------------------------------------------------
 
     def add_candidate(self, id: str, *, generation: int, spec: Mapping[str, Any],
@@ -308,11 +238,11 @@ class RunStore:
                       status: str = "queued", rung: int = 0, step: int = 0,
                       total_steps: int | None = None, metrics: Mapping[str, Any] | None = None,
                       checkpoint: str | None = None, device: str | None = None) -> None:
-        fields = _encode_candidate({
+        fields = encode_candidate({
             "generation": generation, "parents": parents, "operator": operator, "spec": spec,
             "spec_key": spec_key, "provenance": provenance, "status": status, "rung": rung,
             "step": step, "total_steps": total_steps, "metrics": metrics,
-            "checkpoint": checkpoint, "device": device})
+            "checkpoint": checkpoint, "device": device}, self.run_dir)
         now = time.time()
         fields |= {"id": id, "created": now, "updated": now}
         names = ", ".join(fields)
@@ -323,37 +253,45 @@ class RunStore:
         except sqlite3.IntegrityError as exc:
             raise ValueError(f"cannot add candidate {id!r}: {exc}") from exc
 
-    def update_candidate(self, id: str, **fields: Any) -> None:
-        """Set some columns of one candidate (JSON ones take Python values); bumps ``updated``."""
-        encoded = _encode_candidate(fields) | {"updated": time.time()}
+    def update_candidate(self, id: str, **fields: Any) -> Candidate:
+        """Set some columns of one candidate (JSON ones take Python values); bumps ``updated``.
+        A status change must be allowed by the lifecycle (else :class:`TransitionError`, and
+        nothing is written). Returns the candidate as it is now."""
+        encoded = encode_candidate(fields, self.run_dir) | {"updated": time.time()}
         assignments = ", ".join(f"{name} = ?" for name in encoded)
-        cur = self._write(f"UPDATE candidates SET {assignments} WHERE id = ?",
-                          (*encoded.values(), id))
-        if cur.rowcount == 0:
-            raise KeyError(f"no candidate {id!r}")
+        with self.transaction():
+            rows = self._rows("SELECT status FROM candidates WHERE id = ?", (id,))
+            if not rows:
+                raise KeyError(f"no candidate {id!r}")
+            if "status" in encoded:
+                check_move(id, rows[0]["status"], encoded["status"])
+            self._conn.execute(f"UPDATE candidates SET {assignments} WHERE id = ?",
+                               (*encoded.values(), id))
+            return self.candidate(id)
 
-    def candidate(self, id: str) -> dict[str, Any]:
+    def candidate(self, id: str) -> Candidate:
         rows = self._rows("SELECT * FROM candidates WHERE id = ?", (id,))
         if not rows:
             raise KeyError(f"no candidate {id!r}")
-        return _decode_candidate(rows[0])
+        return decode_candidate(rows[0], self.run_dir)
 
     def has_candidate(self, id: str) -> bool:
         return bool(self._rows("SELECT 1 FROM candidates WHERE id = ?", (id,)))
 
-    def find_spec_key(self, spec_key: str) -> dict[str, Any] | None:
+    def find_spec_key(self, spec_key: str) -> Candidate | None:
         """The first candidate with this genome key, if any (so a genome is never trained twice)."""
         rows = self._rows("SELECT * FROM candidates WHERE spec_key = ? ORDER BY created LIMIT 1",
                           (spec_key,))
-        return _decode_candidate(rows[0]) if rows else None
+        return decode_candidate(rows[0], self.run_dir) if rows else None
 
     def candidates(self, status: str | Iterable[str] | None = None, *,
-                   generation: int | None = None, with_spec: bool = True) -> list[dict[str, Any]]:
-        """Candidates in creation order, optionally of some statuses or one generation."""
+                   generation: int | None = None, with_spec: bool = True) -> list[Candidate]:
+        """Candidates in creation order, optionally of some statuses or one generation
+        (``with_spec=False``: ``spec`` is None, for a cheaper read)."""
         where: list[str] = []
         params: list[Any] = []
         if status is not None:
-            wanted = [status] if isinstance(status, str) else list(status)
+            wanted = [status] if isinstance(status, str) else [str(s) for s in status]
             where.append(f"status IN ({', '.join('?' * len(wanted))})")
             params += wanted
         if generation is not None:
@@ -364,156 +302,17 @@ class RunStore:
         sql = f"SELECT {columns} FROM candidates"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return [_decode_candidate(r) for r in self._rows(sql + " ORDER BY created, id", params)]
+        return [decode_candidate(r, self.run_dir)
+                for r in self._rows(sql + " ORDER BY created, id", params)]
 
     def count_candidates(self, status: str | None = None) -> int:
         if status is None:
             return self._rows("SELECT COUNT(*) AS n FROM candidates")[0]["n"]
         return self._rows("SELECT COUNT(*) AS n FROM candidates WHERE status = ?",
-                          (status,))[0]["n"]
+                          (str(status),))[0]["n"]
 
     def status_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
         for row in self._rows("SELECT status, COUNT(*) AS n FROM candidates GROUP BY status"):
             counts[row["status"]] = row["n"]
         return counts
-
-    # -- metrics -------------------------------------------------------------------------------
-
-    def add_metrics(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Insert step metrics in one commit. Each row needs ``candidate`` and ``step``."""
-        now = time.time()
-        params = []
-        for row in rows:
-            unknown = set(row) - set(METRIC_FIELDS)
-            if unknown:
-                raise ValueError(f"unknown metric field(s): {', '.join(sorted(unknown))}")
-            kind = row.get("kind", "train")
-            if kind not in METRIC_KINDS:
-                raise ValueError(f"metric kind {kind!r} is not one of {', '.join(METRIC_KINDS)}")
-            params.append((row["candidate"], row.get("rung", 0), row["step"], row.get("loss"),
-                           row.get("lr"), row.get("tokens"), row.get("tokens_per_s"), kind,
-                           json.dumps(row.get("extra") or {}), row.get("time", now)))
-        if params:
-            with self.transaction():
-                self._conn.executemany(
-                    f"INSERT INTO metrics ({', '.join(METRIC_FIELDS)}) "
-                    f"VALUES ({', '.join('?' * len(METRIC_FIELDS))})", params)
-        return len(params)
-
-    def metrics_for(self, candidate: str, *, kind: str | None = None, rung: int | None = None,
-                    since_id: int = 0) -> list[dict[str, Any]]:
-        """One candidate's metric rows in insertion order (``since_id`` for incremental reads)."""
-        sql = "SELECT * FROM metrics WHERE candidate = ? AND id > ?"
-        params: list[Any] = [candidate, since_id]
-        if kind is not None:
-            sql += " AND kind = ?"
-            params.append(kind)
-        if rung is not None:
-            sql += " AND rung = ?"
-            params.append(rung)
-        return [self._metric(r) for r in self._rows(sql + " ORDER BY id", params)]
-
-    def latest_metrics(self, candidate: str, kind: str = "train") -> dict[str, Any] | None:
-        rows = self._rows("SELECT * FROM metrics WHERE candidate = ? AND kind = ? "
-                          "ORDER BY id DESC LIMIT 1", (candidate, kind))
-        return self._metric(rows[0]) if rows else None
-
-    @staticmethod
-    def _metric(row: sqlite3.Row) -> dict[str, Any]:
-        out = dict(row)
-        out["extra"] = json.loads(out["extra"])
-        return out
-
-    # -- events --------------------------------------------------------------------------------
-
-    def add_event(self, kind: str, text: str, candidate: str | None = None) -> int:
-        """Record one event (the mutation log) and append its line to ``run.log``."""
-        now = time.time()
-        with self.transaction():
-            cur = self._conn.execute(
-                "INSERT INTO events (time, kind, candidate, text) VALUES (?, ?, ?, ?)",
-                (now, kind, candidate, text))
-            self._log_pending.append(format_log_line(now, kind, text, candidate))
-        return int(cur.lastrowid or 0)
-
-    def events(self, since_id: int = 0, limit: int = 1000, *, candidate: str | None = None,
-               kind: str | None = None) -> list[dict[str, Any]]:
-        """Events after ``since_id``, oldest first, at most ``limit``."""
-        sql = "SELECT * FROM events WHERE id > ?"
-        params: list[Any] = [since_id]
-        if candidate is not None:
-            sql += " AND candidate = ?"
-            params.append(candidate)
-        if kind is not None:
-            sql += " AND kind = ?"
-            params.append(kind)
-        return [dict(r) for r in self._rows(sql + " ORDER BY id LIMIT ?", [*params, limit])]
-
-    def recent_events(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The last ``limit`` events, oldest first."""
-        rows = self._rows("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
-        return [dict(r) for r in reversed(rows)]
-
-    # -- commands ------------------------------------------------------------------------------
-
-    def request(self, candidate: str, action: str) -> int:
-        """Queue a pause/resume/kill for the engine; returns the command id."""
-        if action not in ACTIONS:
-            raise UserError.single(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}",
-                                   source=str(self.run_dir))
-        with self.transaction():
-            if not self.has_candidate(candidate):
-                raise UserError.single(f"no candidate {candidate!r} in this run "
-                                       f"(`evotui status {self.run_dir}` lists them)",
-                                       source=str(self.run_dir))
-            cur = self._conn.execute(
-                "INSERT INTO commands (time, candidate, action) VALUES (?, ?, ?)",
-                (time.time(), candidate, action))
-        return int(cur.lastrowid or 0)
-
-    def pending_commands(self) -> list[dict[str, Any]]:
-        rows = self._rows("SELECT * FROM commands WHERE status = 'pending' ORDER BY id")
-        return [dict(r) for r in rows]
-
-    def finish_command(self, id: int, status: str, outcome: str = "") -> None:
-        """Mark a pending command ``done`` or ``rejected`` with a readable outcome."""
-        if status not in ("done", "rejected"):
-            raise ValueError(f"command status {status!r} is not done or rejected")
-        with self.transaction():
-            cur = self._conn.execute(
-                "UPDATE commands SET status = ?, outcome = ?, done_time = ? "
-                "WHERE id = ? AND status = 'pending'", (status, outcome, time.time(), id))
-            if cur.rowcount == 0:
-                raise ValueError(f"command {id} is {self.command(id)['status']}, not pending")
-
-    def command(self, id: int) -> dict[str, Any]:
-        rows = self._rows("SELECT * FROM commands WHERE id = ?", (id,))
-        if not rows:
-            raise KeyError(f"no command {id}")
-        return dict(rows[0])
-
-    def commands(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The last ``limit`` commands, oldest first."""
-        rows = self._rows("SELECT * FROM commands ORDER BY id DESC LIMIT ?", (limit,))
-        return [dict(r) for r in reversed(rows)]
-
-    def wait_command(self, id: int, timeout: float = 5.0, poll: float = 0.1) -> dict[str, Any]:
-        """Poll until the engine has answered a command or ``timeout`` passes; the last row."""
-        deadline = time.monotonic() + timeout
-        while True:
-            row = self.command(id)
-            if row["status"] != "pending" or time.monotonic() >= deadline:
-                return row
-            time.sleep(poll)
-
-    # -- activity ------------------------------------------------------------------------------
-
-    def last_activity(self) -> float | None:
-        """The latest time anything was written: a candidate, an event or a metric row."""
-        times = [self._rows("SELECT MAX(updated) AS t FROM candidates")[0]["t"]]
-        for table in ("events", "metrics"):
-            rows = self._rows(f"SELECT time AS t FROM {table} ORDER BY id DESC LIMIT 1")
-            times += [r["t"] for r in rows]
-        known = [t for t in times if t is not None]
-        return max(known) if known else None

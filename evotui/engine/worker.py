@@ -8,10 +8,11 @@ next; ``None`` or the pipe's end of file ends the process. torch stays imported 
 prepared dataset stays in memory (keyed by the config's data section and the cache directory),
 so a job after the first starts training at once.
 
-``run_job(job, events, flag)`` prepares the tokens (from the cache), builds the trainer on
+``run_job(job, events, flag)`` runs :func:`execute`, the job-running function every executor
+drives (a Ray actor calls it too), which prepares the tokens (from the cache), builds the trainer on
 ``job.device``, resumes a checkpoint or inherits parents' tensors, trains to ``job.until_step``
 and sends ``(candidate_id, event)`` tuples to ``events`` (a multiprocessing ``Queue`` or the
-writing end of a ``Pipe``):
+writing end of a ``Pipe``); each event is one of :mod:`evotui.engine.events`:
 
 * ``heartbeat`` every second from a background thread, from the first moment on;
 * ``log`` (``text``): data preparation progress;
@@ -22,8 +23,9 @@ writing end of a ``Pipe``):
 
 ``flag.value`` is written by the executor: 1 asks for a pause (checkpoint at the next step
 boundary, result status ``paused``), 2 for a kill (result status ``killed``). The worker ignores
-SIGINT and SIGHUP (Ctrl-C and a lost terminal reach the whole process group; the engine
-decides) and exits by itself when its parent process is gone.
+SIGINT, SIGHUP and SIGTERM (Ctrl-C, a lost terminal, ``timeout``, systemd and Slurm signal the
+whole process group; the engine decides, and pauses the worker's candidate) and exits by
+itself when its parent process is gone.
 
 Between jobs the worker sends nothing (no heartbeat) and exits by itself when its parent is gone.
 This module imports no torch at import time, so a spawned process starts its heartbeat before
@@ -45,6 +47,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
+from evotui.engine.events import Event, Log, Result
+from evotui.engine.events import parse as parse_event
 from evotui.engine.jobs import InheritSpec, Job, Warm
 from evotui.errors import UserError
 
@@ -52,7 +56,8 @@ HEARTBEAT_INTERVAL = 1.0  # seconds
 PAUSE, KILL = 1, 2
 EXIT_ERROR, EXIT_ORPHANED = 1, 70
 
-Send = Callable[[dict[str, Any]], None]
+Send = Callable[[Event | dict[str, Any]], None]
+STOP_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
 
 
 class Flag(Protocol):
@@ -69,8 +74,10 @@ def serve(jobs: Connection, events: Any, flag: Flag, threads: int | None = None,
     parent = os.getppid()
     while (job := _next_job(jobs, parent)) is not None:
         if isinstance(job, Warm):
-            beat = Heartbeat(_sender("", events))  # a job may already wait for this worker:
-            beat.start()  # its heartbeat clock runs from the moment it was given out
+            # a job may already wait for this worker: its heartbeat clock runs from the
+            # moment it was given out
+            beat = Heartbeat(_sender("", events), on_orphan=_orphaned)
+            beat.start()
             try:
                 warm_up(job, threads)
             finally:
@@ -81,12 +88,13 @@ def serve(jobs: Connection, events: Any, flag: Flag, threads: int | None = None,
 
 
 def _ignore_terminal_signals() -> None:
-    """Ctrl-C and a lost terminal reach the whole process group; the engine decides what they
-    mean (stop cleanly, pausing this worker's candidate), so the worker ignores them (the
-    executor spawned it with them blocked, so none arrived before this)."""
-    for sig in (signal.SIGINT, signal.SIGHUP):
+    """Ctrl-C, a lost terminal and a supervisor's SIGTERM reach the whole process group; the
+    engine decides what they mean (stop cleanly, pausing this worker's candidate), so the
+    worker ignores them (the executor spawned it with them blocked, so none arrived before
+    this)."""
+    for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGHUP})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))
 
 
 def _next_job(jobs: Connection, parent: int) -> Job | Warm | None:
@@ -114,18 +122,33 @@ def run_job(job: Job, events: Any, flag: Flag, threads: int | None = None) -> No
     if threading.current_thread() is threading.main_thread():
         _ignore_terminal_signals()
     send = _sender(job.candidate_id, events)
-    beat = Heartbeat(send)
+    final = execute(job, send, flag, threads, on_orphan=lambda: os._exit(EXIT_ORPHANED))
+    send(final)
+    if final["kind"] == "error":
+        raise SystemExit(EXIT_ERROR)
+
+
+def execute(job: Job, send: Send, flag: Flag, threads: int | None = None,
+            on_orphan: Callable[[], None] | None = None) -> dict[str, Any]:
+    """The job-running function every executor drives (a local worker process, a Ray actor):
+    heartbeats through ``send`` from the first moment, :func:`train`, and the terminal event
+    returned, not sent: ``result``, or ``error`` (one line and the traceback) when anything
+    raised. ``on_orphan`` is called when the events channel broke (nobody is listening)."""
+    beat = Heartbeat(send, on_orphan=on_orphan)
     beat.start()
     try:
         result = train(job, send, flag, threads)
     except Exception as e:
         beat.stop()
-        if _parent_gone(e):
-            os._exit(EXIT_ORPHANED)
-        send({"kind": "error", "error": one_line(e), "traceback": traceback.format_exc()})
-        raise SystemExit(EXIT_ERROR) from None
+        if _parent_gone(e) and on_orphan is not None:
+            on_orphan()
+        return {"kind": "error", "error": one_line(e), "traceback": traceback.format_exc()}
     beat.stop()
-    send(result)
+    return result
+
+
+def _orphaned() -> None:
+    os._exit(EXIT_ORPHANED)
 
 
 def _parent_gone(error: BaseException) -> bool:
@@ -133,7 +156,7 @@ def _parent_gone(error: BaseException) -> bool:
     return isinstance(error, BrokenPipeError)
 
 
-def train(job: Job, send: Send, flag: Flag, threads: int | None = None) -> dict[str, Any]:
+def train(job: Job, send: Send, flag: Flag, threads: int | None = None) -> Result:
     """Everything between start-up and the result event; raises on any error. The result's
     ``timings`` say where the job's wall time went (``evotui bench engine`` adds them up)."""
     clock, received_at = _Clock(), time.monotonic()
@@ -157,8 +180,9 @@ def train(job: Job, send: Send, flag: Flag, threads: int | None = None) -> dict[
     clock.lap("load_s")
     result = trainer.run(job.until_step, job.total_steps, job.rung)
     timings = {**clock.laps, "train_s": result.train_seconds, **result.timings}
-    return {"kind": "result", **result.as_dict(), "timings": timings,
-            "received_at": received_at, "inherited": trainer.inherited, "fresh": trainer.fresh}
+    return parse_event({"kind": "result", **result.as_dict(),  # type: ignore[return-value]
+                        "timings": timings, "received_at": received_at,
+                        "inherited": trainer.inherited, "fresh": trainer.fresh})
 
 
 class _Clock:
@@ -212,11 +236,11 @@ def prepared(data: Any, cache_dir: str | None, cfg: Any, send: Send) -> Any:
     dataset = _DATASETS.get(key)
     if dataset is not None:
         check_vocab(dataset.tokenizer, cfg.model.emb.vocab)
-        send({"kind": "log", "text": "data: reusing the dataset this worker prepared"})
+        send(Log("data: reusing the dataset this worker prepared"))
         return dataset
     _DATASETS.clear()
     cache_dir = Path(cache_dir) if cache_dir else None
-    dataset = prepare(cfg, cache_dir, progress=lambda text: send({"kind": "log", "text": text}))
+    dataset = prepare(cfg, cache_dir, progress=lambda text: send(Log(text)))
     _DATASETS[key] = dataset
     return dataset
 
@@ -251,11 +275,13 @@ def one_line(error: BaseException) -> str:
 
 
 def _sender(candidate_id: str, events: Any) -> Send:
-    """A thread-safe ``send(event)`` onto a Queue (``put``) or a Connection (``send``)."""
+    """A thread-safe ``send(event)`` onto a Queue (``put``) or a Connection (``send``); a plain
+    ``{"kind": ...}`` dict (the trainer's) goes out as its typed event."""
     put = events.send if hasattr(events, "send") else events.put
     lock = threading.Lock()
 
-    def send(event: dict[str, Any]) -> None:
+    def send(event: Event | dict[str, Any]) -> None:
+        event = parse_event(event)
         with lock:
             put((candidate_id, event))
 
@@ -264,10 +290,13 @@ def _sender(candidate_id: str, events: Any) -> Send:
 
 class Heartbeat:
     """A daemon thread that sends ``{"kind": "heartbeat"}`` every ``interval`` seconds and
-    ends the process when its parent is gone (nobody would read its events)."""
+    ends the process when its parent is gone (nobody would read its events); ``on_orphan``
+    replaces that ending (None: a Ray actor's parent is Ray's, and Ray ends it)."""
 
-    def __init__(self, send: Send, interval: float = HEARTBEAT_INTERVAL):
+    def __init__(self, send: Send, interval: float = HEARTBEAT_INTERVAL,
+                 on_orphan: Callable[[], None] | None = None):
         self.send, self.interval = send, interval
+        self.on_orphan = on_orphan
         self.parent = os.getppid()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="evotui-heartbeat", daemon=True)
@@ -280,12 +309,13 @@ class Heartbeat:
         self._thread.join()
 
     def _beat(self) -> None:
+        orphaned = self.on_orphan or (lambda: None)
         while True:
             if os.getppid() != self.parent:
-                os._exit(EXIT_ORPHANED)
+                orphaned()
             try:
                 self.send({"kind": "heartbeat"})
             except (BrokenPipeError, EOFError, OSError):
-                os._exit(EXIT_ORPHANED)
+                orphaned()
             if self._stop.wait(self.interval):
                 return

@@ -15,12 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from evotui.dsl.model import BlockSpec, CustomExtra, GatedExtra, ModelSpec, Recurrence
-from evotui.model.attention import Attention
-from evotui.model.components import build_component
-from evotui.model.ffn import MoE, build_ffn
-from evotui.model.memory import Retro
-from evotui.model.ssm import Mamba2
+from evotui.dsl.model import ModelSpec, Recurrence
+from evotui.model.block import Block, Gates, make_norm
+from evotui.model.ffn import MoE
 
 # Output projections that write into the residual stream: their init is scaled by depth.
 RESIDUAL_OUT = ("wo.weight", "w_out.weight", "w2.weight", ".w2", "out_proj.weight")
@@ -28,79 +25,7 @@ RESIDUAL_OUT = ("wo.weight", "w_out.weight", "w2.weight", ".w2", "out_proj.weigh
 SSM_OWN_INIT = ("conv.weight", "conv.bias", "dt_proj.weight", "dt_bias", "A_log", ".D", "scale",
                 "out_norm.weight")
 
-
-def make_norm(kind: str, dim: int) -> nn.Module:
-    return nn.LayerNorm(dim) if kind == "layernorm" else nn.RMSNorm(dim, eps=1e-6)
-
-
-class Gates(nn.Module):
-    """Per-channel sigmoid gates on the outputs of the named branches of one block."""
-
-    def __init__(self, spec: GatedExtra, present: list[str], dim: int):
-        super().__init__()
-        self.targets = [t for t in spec.targets if t in present]
-        logit = math.log(spec.init_weight / (1 - spec.init_weight))
-        for t in self.targets:
-            value = torch.full((dim,), logit)
-            if spec.learnable:
-                self.register_parameter(f"gate_{t}", nn.Parameter(value))
-            else:
-                self.register_buffer(f"gate_{t}", value, persistent=False)
-
-    def gate(self, kind: str, out: torch.Tensor) -> torch.Tensor:
-        if kind not in self.targets:
-            return out
-        return torch.sigmoid(getattr(self, f"gate_{kind}")).to(out.dtype) * out
-
-
-class Block(nn.Module):
-    """x += branch(norm(x)) for attn, ssm, ffn, then each extra (retro, custom), gated."""
-
-    def __init__(self, spec: BlockSpec, dim: int, norm: str, seq_len: int, backend: str):
-        super().__init__()
-        if spec.attn is not None:
-            self.attn_norm = make_norm(norm, dim)
-            self.attn = Attention(spec.attn, dim, seq_len, backend=backend)
-        if spec.ssm is not None:
-            self.ssm_norm = make_norm(norm, dim)
-            self.ssm = Mamba2(spec.ssm, dim)
-        if spec.ffn is not None:
-            self.ffn_norm = make_norm(norm, dim)
-            self.ffn = build_ffn(spec.ffn, dim)
-        self.extras = nn.ModuleList()
-        self.extra_kinds: list[str] = []
-        self.gate_index: int | None = None  # the Gates module lives in extras (one state_dict name)
-        for j, e in enumerate(spec.extras):
-            if isinstance(e, GatedExtra):
-                self.gate_index = j
-                module: nn.Module = Gates(e, spec.branches(), dim)
-            else:
-                module = build_component(e, dim) if isinstance(e, CustomExtra) else Retro(e, dim)
-                module.norm = make_norm(norm, dim)  # its pre-norm, named extras.<j>.norm
-            self.extras.append(module)
-            self.extra_kinds.append(e.type)
-
-    @property
-    def gates(self) -> Gates | None:
-        return None if self.gate_index is None else self.extras[self.gate_index]
-
-    def _gate(self, kind: str, out: torch.Tensor) -> torch.Tensor:
-        gates = self.gates
-        return gates.gate(kind, out) if gates is not None else out
-
-    def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        if hasattr(self, "attn"):
-            x = x + self._gate("attn", self.attn(self.attn_norm(x)))
-        if hasattr(self, "ssm"):
-            x = x + self._gate("ssm", self.ssm(self.ssm_norm(x)))
-        if hasattr(self, "ffn"):
-            x = x + self._gate("ffn", self.ffn(self.ffn_norm(x)))
-        for kind, module in zip(self.extra_kinds, self.extras, strict=True):
-            if kind == "retro":
-                x = x + self._gate("retro", module(module.norm(x)))
-            elif kind == "custom":
-                x = x + self._gate("custom", module(module.norm(x), x0))
-        return x
+__all__ = ["LM", "Block", "Gates", "Loop", "build_model", "count_parameters", "make_norm"]
 
 
 class Loop(nn.Module):
@@ -145,6 +70,9 @@ class LM(nn.Module):
         self.gradient_checkpointing = False
         self.progress = 1.0  # fraction of training done, for the recurrence curriculum
         self.loop_override: int | None = None  # evaluation at a test_recurrences count
+        # draws the training recurrence count of a span with a max_train_recurrence; the
+        # trainer seeds it per step so a resumed run draws the same counts
+        self.recurrence_rng = random.Random(0)
         self.reset_parameters()
 
     # -- initialisation ---------------------------------------------------------------------
@@ -169,7 +97,7 @@ class LM(nn.Module):
             return self.loop_override or rec.train_recurrence
         target = rec.train_recurrence
         if rec.max_train_recurrence is not None:
-            target = random.randint(rec.train_recurrence, rec.max_train_recurrence)
+            target = self.recurrence_rng.randint(rec.train_recurrence, rec.max_train_recurrence)
         if rec.curriculum_fraction > 0 and self.progress < rec.curriculum_fraction:
             ramp = 1 + math.floor((target - 1) * self.progress / rec.curriculum_fraction)
             target = min(target, ramp)

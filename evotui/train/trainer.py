@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,14 +24,17 @@ import torch
 
 from evotui.dsl.estimate import estimate
 from evotui.dsl.run import RunConfig
+from evotui.lifecycle import FINISHED, Status
 from evotui.model.lm import LM, build_model, count_parameters
 from evotui.train import checkpoint as ckpt
 from evotui.train.budget import tokens_per_step
+from evotui.train.compiled import Compiler, compile_errors
 from evotui.train.guards import FAILING, Guards
 from evotui.train.hardware import mfu, peak_memory_mb, reset_peak_memory
 from evotui.train.optim import build_optimizer
 from evotui.train.probe import config_kwargs, passkey_probe
 from evotui.train.schedule import apply_lr, lr_factor
+from evotui.train.throughput import StepClock, perf_counter
 
 Callback = Callable[[dict[str, Any]], None]
 Control = Callable[[], str | None]
@@ -40,7 +42,7 @@ Control = Callable[[], str | None]
 
 @dataclass
 class TrainResult:
-    status: str  # done | stopped (a guard ended it early) | failed | paused | killed
+    status: Status  # done | stopped (a guard ended it early) | failed | paused | killed
     stop_reason: str | None
     step: int
     tokens: int
@@ -87,8 +89,10 @@ class CandidateTrainer:
         self.flops_per_token, self.params_active = est.flops_per_token, est.params_active
         self.amp_dtype = torch.bfloat16 if cfg.train.bf16 and self.device.type == "cuda" else None
         self.forward = self.model
+        self.clock = StepClock()  # steady-state throughput (evotui.train.throughput)
+        self.compiler: Compiler | None = None  # per-block compile (evotui.train.compiled)
         if cfg.train.compile:
-            self.forward = torch.compile(self.model)
+            self.compiler = Compiler(self.model, self._note)
         if cfg.train.init_checkpoint:
             self.inherit(ckpt.load_state(cfg.train.init_checkpoint))
 
@@ -108,13 +112,15 @@ class CandidateTrainer:
         meta = ckpt.load(path, self.model, self.optimizer)
         self.step, self.tokens = int(meta["step"]), int(meta["tokens"])
         self.train_time = float(meta.get("train_time", 0.0))
+        self.clock = StepClock.restore(meta.get("clock"))
         self.guards.restore(meta.get("guards", {}))
 
     def save(self, rung: int) -> str:
         assert self.checkpoint_path is not None
         dtype = torch.bfloat16 if self.cfg.train.checkpoint_dtype == "bfloat16" else None
         meta = {"step": self.step, "tokens": self.tokens, "rung": rung, "seed": self.seed,
-                "train_time": self.train_time, "guards": self.guards.state()}
+                "train_time": self.train_time, "guards": self.guards.state(),
+                "clock": self.clock.state()}
         ckpt.save(self.checkpoint_path, self.model, self.optimizer, meta, dtype=dtype)
         self.callback({"kind": "checkpoint", "step": self.step, "path": str(self.checkpoint_path)})
         return str(self.checkpoint_path)
@@ -129,7 +135,7 @@ class CandidateTrainer:
         """One optimizer step over ``grad_accum`` micro-batches; returns (loss, grad norm)."""
         cfg, model = self.cfg, self.model
         accum = cfg.train.grad_accum or 1
-        random.seed(self.seed * 1_000_003 + self.step)  # recurrence counts: replayable
+        model.recurrence_rng.seed(self.seed * 1_000_003 + self.step)  # recurrence: replayable
         torch.manual_seed(self.seed * 1_000_003 + self.step)  # dropout: replayable
         model.train()
         model.progress = self.step / max(1, total_steps)
@@ -155,6 +161,29 @@ class CandidateTrainer:
         self.tokens += tokens_per_step(cfg)
         return loss_value, norm_value
 
+    def timed_step(self, total_steps: int) -> tuple[float, float]:
+        """``train_step`` timed into the throughput clock (and ``train_time``), noting whether
+        it compiled; a compile failure switches the candidate to eager, logged, and the step
+        is run again."""
+        frames = self.compiler.frames_ok() if self.compiler is not None else 0
+        started = perf_counter()
+        try:
+            loss, norm = self.train_step(total_steps)
+        except compile_errors() as e:
+            if self.compiler is None or not self.compiler.compiled:
+                raise
+            self.compiler.fallback(e)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss, norm = self.train_step(total_steps)
+        seconds = perf_counter() - started
+        compiled = self.compiler.after_step(frames) if self.compiler is not None else False
+        self.train_time += seconds
+        self.clock.record(seconds, tokens_per_step(self.cfg), compiled)
+        return loss, norm
+
+    def _note(self, text: str) -> None:
+        self.callback({"kind": "log", "text": text})
+
     def run(self, until_step: int, total_steps: int | None = None, rung: int = 1,
             measure: bool = True) -> TrainResult:
         """Train until ``until_step`` (cumulative), then measure. Never raises for a failing
@@ -167,24 +196,22 @@ class CandidateTrainer:
         time_before = self.train_time
         clock = {"eval_s": 0.0, "measure_s": 0.0, "checkpoint_s": 0.0}
         first_step_at = None
-        status, reason, error = "done", None, None
+        status, reason, error = Status.DONE, None, None
         try:
             while self.step < until_step:
                 command = self.control()
                 if command in ("pause", "kill"):
-                    status = "paused" if command == "pause" else "killed"
+                    status = Status.PAUSED if command == "pause" else Status.KILLED
                     break
-                started = time.perf_counter()
                 if first_step_at is None:
                     first_step_at = time.monotonic()
-                loss, norm = self.train_step(total)
-                self.train_time += time.perf_counter() - started
+                loss, norm = self.timed_step(total)
                 reason = self.guards.after_step(self.step, loss, norm)
                 if self.step % t.log_interval == 0 or self.step == until_step or reason:
                     self._log(loss, norm)
                     reason = reason or self.guards.after_router_check(self._router_entropy())
                 if reason:
-                    status = "failed" if reason in FAILING else "stopped"
+                    status = Status.FAILED if reason in FAILING else Status.STOPPED
                     self.callback({"kind": "guard", "step": self.step, "reason": reason})
                     break
                 if self.step % t.eval_interval == 0 and self.step < until_step:
@@ -192,18 +219,18 @@ class CandidateTrainer:
                     self._eval_point()
                     clock["eval_s"] += time.perf_counter() - started
         except torch.OutOfMemoryError:
-            status, reason, error = "failed", "out_of_memory", "out of memory"
+            status, reason, error = Status.FAILED, "out_of_memory", "out of memory"
         metrics: dict[str, float] = {}
-        if status in ("done", "stopped") and measure:
+        if status in FINISHED and measure:
             started = time.perf_counter()
             metrics = self.measure()
             clock["measure_s"] = time.perf_counter() - started
             gate = self.guards.after_rung(rung, metrics.get("ppl"))
             if gate:
-                status, reason = "stopped", gate
+                status, reason = Status.STOPPED, gate
                 self.callback({"kind": "guard", "step": self.step, "reason": gate})
         path = None
-        if self.checkpoint_path is not None and status in ("done", "stopped", "paused"):
+        if self.checkpoint_path is not None and (status in FINISHED or status == Status.PAUSED):
             started = time.perf_counter()
             path = self.save(rung)
             clock["checkpoint_s"] = time.perf_counter() - started
@@ -226,7 +253,7 @@ class CandidateTrainer:
         return sum(self.guards.router["entropy"]) / len(stats)
 
     def _log(self, loss: float, norm: float) -> None:
-        tps = self.tokens / self.train_time if self.train_time > 0 else 0.0
+        tps = self.clock.tokens_per_s()
         lr = self.optimizer.param_groups[0]["lr"]
         point = {"step": self.step, "loss": loss, "lr": lr, "tokens": self.tokens,
                  "tokens_per_s": tps, "grad_norm": norm, "time": self.train_time}
@@ -282,8 +309,10 @@ class CandidateTrainer:
             for n in dict.fromkeys([rec.train_recurrence, *rec.test_recurrences]):
                 other = self.heldout_losses(loops=n, batches=quick, tags=first)
                 m[f"loss@loops{n}"] = sum(other.values()) / len(other)
-        tps = self.tokens / self.train_time if self.train_time > 0 else 0.0
-        m["throughput"] = tps
+        m.update(self.clock.metrics())  # throughput: steady-state steps only
+        tps = m["throughput"]
+        if self.compiler is not None:
+            m.update(self.compiler.metrics())
         m["peak_mem_mb"] = peak_memory_mb(self.device)  # before the probe's fine-tune copy
         if t.passkey_eval_seq_len is not None or any(
                 k.startswith("passkey") for k in cfg.evolution.objectives):

@@ -9,6 +9,8 @@ import pytest
 
 from evotui.dsl import load
 from evotui.engine.engine import Engine, Rungs, RunOptions
+from evotui.engine.events import Result
+from evotui.engine.executor import Executor
 from evotui.engine.store import RunStore
 from evotui.errors import UserError
 from tests.conftest import ROOT
@@ -16,46 +18,38 @@ from tests.conftest import ROOT
 TINY = ROOT / "configs" / "tiny.yaml"
 
 
-class InstantExecutor:
+class InstantExecutor(Executor):
     """Finishes every job at once with the metrics ``outcome(candidate)`` gives."""
 
     def __init__(self, outcome):
-        self.slots, self.outcome, self.queue = ["cpu"], outcome, asyncio.Queue()
+        super().__init__(["cpu"])
+        self.outcome = outcome
         self.submitted: list = []
         self.warmed: list = []
 
     def warm(self, config, cache_dir=None):
         self.warmed.append(config)
 
-    def free_slots(self):
-        return self.slots
+    def busy_slots(self):
+        return []
+
+    def running(self):
+        return []
 
     def submit(self, job):
         self.submitted.append(job)
         status, metrics = self.outcome(job.candidate_id)
         Path(job.checkpoint_path).parent.mkdir(parents=True, exist_ok=True)
         Path(job.checkpoint_path).write_bytes(b"x")
-        self.queue.put_nowait((job.candidate_id, {
-            "kind": "result", "status": status, "metrics": metrics, "step": job.until_step,
-            "checkpoint": job.checkpoint_path if status != "failed" else None}))
+        self._emit(job.candidate_id, Result(
+            status=status, metrics=metrics, step=job.until_step,
+            checkpoint=job.checkpoint_path if status != "failed" else None))
 
     def request(self, cid, action):
         return False
 
-    def events(self):
-        queue = self.queue
-
-        class It:
-            def __aiter__(self):
-                return self
-
-            async def __anext__(self):
-                return await queue.get()
-
-        return It()
-
     async def shutdown(self, kill=False):
-        pass
+        self._end()
 
 
 def engine_with(tmp_path, outcome, population=3, objectives=None):
@@ -102,7 +96,7 @@ def test_failed_candidates_are_never_parents(tmp_path):
 
 
 def test_generation_zero_stops_when_variation_repeats_itself(tmp_path, monkeypatch):
-    from evotui.engine import engine as engine_mod
+    from evotui.engine import breeding as engine_mod
 
     real = engine_mod.mutate
     first = {}

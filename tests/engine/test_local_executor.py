@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from evotui.dsl import load, to_data
+from evotui.engine.events import Log
 from evotui.engine.jobs import Job
 from evotui.engine.local import LocalExecutor, device_slots
 from evotui.engine.worker import run_job
@@ -147,7 +148,8 @@ def test_events_survive_a_cancelled_wait():
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(anext(events), 0.05)
         threading.Timer(0.05, ex._emit, args=("a", {"kind": "log"})).start()  # another thread
-        assert await asyncio.wait_for(anext(events), 5.0) == ("a", {"kind": "log"})
+        cid, event = await asyncio.wait_for(anext(events), 5.0)
+        assert (cid, event) == ("a", Log(""))  # a plain dict comes out as its typed event
         await ex.shutdown()
         with pytest.raises(StopAsyncIteration):
             await anext(events)
@@ -187,27 +189,18 @@ def test_a_child_inherits_from_the_parents_checkpoint(parent, config, cache_dir,
 
 
 def test_pause_then_resume_continues_from_the_checkpoint(config, cache_dir, tmp_path):
-    asked: list[float] = []
-
     def pause(ex: LocalExecutor, cid: str, event: dict) -> None:
-        asked.append(time.monotonic())
         assert ex.request(cid, "pause")
 
-    stopped: list[float] = []
-
-    def react(ex: LocalExecutor, cid: str, event: dict) -> None:
-        on_pause(ex, cid, event)
-        if event["kind"] == "done":
-            stopped.append(time.monotonic())
-
-    on_pause = on_step(2, pause)
     job = make_job(config, cache_dir, tmp_path, "q", LONG)
     ex = executor()
-    result = terminal(drive(ex, [job], react)["q"])
+    events = drive(ex, [job], on_step(2, pause))["q"]
+    result = terminal(events)
     assert result["status"] == "paused", result
     assert 2 <= result["step"] < LONG and Path(result["checkpoint"]).is_file()
     assert result["metrics"] == {}
-    assert stopped[0] - asked[0] < 2.0  # a command reaches the worker within two seconds
+    done = [e for e in events if e["kind"] == "done"]
+    assert [(e["status"], e["step"]) for e in done] == [("paused", result["step"])]
     assert ex.free_slots() == ex.slots
 
     paused_at = result["step"]
@@ -221,20 +214,16 @@ def test_pause_then_resume_continues_from_the_checkpoint(config, cache_dir, tmp_
     assert result["metrics"]["loss"] > 0
 
 
-def test_kill_ends_the_worker_within_the_grace_period(config, cache_dir, tmp_path):
-    asked: list[float] = []
-
+def test_a_worker_obeys_a_kill_at_its_next_step(config, cache_dir, tmp_path):
     def kill(ex: LocalExecutor, cid: str, event: dict) -> None:
-        asked.append(time.monotonic())
         assert ex.request(cid, "kill")
 
-    ex = executor(grace=5.0)
+    # a grace period longer than the test's own time limit: only the worker itself ends it
+    ex = executor(grace=600.0)
     events = drive(ex, [make_job(config, cache_dir, tmp_path, "k", LONG)], on_step(1, kill))["k"]
-    elapsed = time.monotonic() - asked[0]
     result = terminal(events)
-    assert (result["kind"], result.get("status"), result.get("reason")) in (
-        ("result", "killed", None), ("failed", None, "killed")), result
-    assert elapsed < 5.0
+    assert (result["kind"], result["status"]) == ("result", "killed"), result
+    assert result["step"] < LONG and result["metrics"] == {}
     assert gone(events[0]["pid"]) and ex.free_slots() == ["cpu"]
     assert not ex.request("k", "kill")  # no longer running
 
@@ -272,7 +261,8 @@ def test_a_crashing_worker_is_failed_and_its_slot_reclaimed(config, cache_dir, t
 
     events = drive(ex, [job], react)["s"]
     result = terminal(events)
-    assert result == {"kind": "failed", "reason": "worker exited with code 3", "exitcode": 3}
+    assert (result["kind"], result["reason"], result["exitcode"]) == (
+        "failed", "worker exited with code 3", 3)
     assert [e["step"] for e in events if e["kind"] == "step"] == [1, 2]
     assert busy == [[]] and ex.free_slots() == ["cpu"]
 
@@ -311,18 +301,15 @@ def test_a_slot_keeps_its_worker_between_jobs(config, cache_dir, tmp_path):
     second skips the start-up (spawn, torch import, data preparation)."""
     ex = executor()
     seen: Events = {"a": [], "b": []}
-    walls: dict[str, float] = {}
 
     async def scenario() -> None:
         events = ex.events()
         for cid in seen:
-            t0 = time.monotonic()
             ex.submit(make_job(config, cache_dir, tmp_path, cid, 2))
             async for got, event in events:
                 seen[got].append(event)
                 if got == cid and event["kind"] in TERMINAL:
                     break
-            walls[cid] = time.monotonic() - t0
             assert ex.free_slots() == ["cpu"] and ex.running() == []
         await ex.shutdown()
 
@@ -332,18 +319,21 @@ def test_a_slot_keeps_its_worker_between_jobs(config, cache_dir, tmp_path):
     pids = [seen[cid][0]["pid"] for cid in seen]
     assert pids[0] == pids[1]
     assert [e["step"] for e in seen["b"] if e["kind"] == "step"] == [1, 2]
-    assert walls["b"] < walls["a"] / 2, walls
+    logs = [e["text"] for e in seen["b"] if e["kind"] == "log"]
+    assert "data: reusing the dataset this worker prepared" in logs  # no second preparation
     assert gone(pids[0]) and ex.free_slots() == ["cpu"]  # shutdown ended the idle worker
 
 
-def test_a_terminal_hangup_or_ctrl_c_does_not_reach_the_worker(config, cache_dir, tmp_path):
-    """The terminal signals the whole process group; only the engine decides what they mean,
-    so the worker trains on and its candidate can still pause cleanly."""
+def test_a_hangup_ctrl_c_or_sigterm_does_not_reach_the_worker(config, cache_dir, tmp_path):
+    """A terminal, ``timeout``, systemd or Slurm signal the whole process group; only the
+    engine decides what that means, so the worker trains on and its candidate can still pause
+    cleanly."""
 
     def hang_up(ex: LocalExecutor, cid: str, event: dict) -> None:
         pid = ex._running(cid).process.pid
         os.kill(pid, signal.SIGHUP)
         os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
         time.sleep(0.3)
         assert ex.request(cid, "pause")
 
@@ -363,4 +353,5 @@ def test_a_job_waiting_for_a_warm_up_is_not_taken_for_a_silent_worker(config, tm
     events = drive(ex, [make_job(config, cold, tmp_path, "w", 1)], timeout=90.0)["w"]
     result = terminal(events)
     assert (result["kind"], result.get("status")) == ("result", "done"), result
-    assert result["timings"]["data_s"] < 1.0  # the warm-up prepared it, the job reused it
+    logs = [e["text"] for e in events if e["kind"] == "log"]
+    assert "data: reusing the dataset this worker prepared" in logs  # the warm-up prepared it

@@ -91,10 +91,13 @@ def test_candidate_round_trip(store):
     assert c["created"] == pytest.approx(time.time(), abs=60)
 
     time.sleep(0.01)
-    store.update_candidate("c0001", status="done", rung=2, step=200, checkpoint="ck/c0001.st",
+    store.update_candidate("c0001", status="running")
+    store.update_candidate("c0001", status="done", rung=2, step=200,
+                           checkpoint=store.run_dir / "ck" / "c0001.st",
                            metrics={"loss": 3.5, "params_total": 1000})
     c2 = store.candidate("c0001")
-    assert c2["status"] == "done" and c2["rung"] == 2 and c2["checkpoint"] == "ck/c0001.st"
+    assert c2.status == "done" and c2.rung == 2
+    assert c2.checkpoint == str(store.run_dir / "ck" / "c0001.st")
     assert c2["metrics"] == {"loss": 3.5, "params_total": 1000}
     assert c2["updated"] > c["updated"] and c2["created"] == c["created"]
 
@@ -104,7 +107,7 @@ def test_candidate_round_trip(store):
     assert [x["id"] for x in store.candidates("done")] == ["c0001"]
     assert [x["id"] for x in store.candidates(["queued", "failed"])] == ["c0002", "c0003"]
     assert [x["id"] for x in store.candidates(generation=2)] == ["c0002", "c0003"]
-    assert "spec" not in store.candidates(with_spec=False)[0]
+    assert store.candidates(with_spec=False)[0].spec is None
     assert store.count_candidates() == 3 and store.count_candidates("failed") == 1
     assert store.status_counts()["done"] == 1 and store.status_counts()["running"] == 0
     assert store.find_spec_key("k2")["id"] == "c0002" and store.find_spec_key("nope") is None
@@ -289,7 +292,7 @@ def test_open_without_run_db_is_a_user_error(tmp_path):
 
 def test_open_rejects_a_file_that_is_not_a_database(tmp_path):
     (tmp_path / "run.db").write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(UserError, match="cannot read run.db"):
+    with pytest.raises(UserError, match="run.db.*not an SQLite database"):
         RunStore.open(tmp_path, readonly=True)
 
 
@@ -374,7 +377,7 @@ def test_frontier_is_the_non_dominated_finished_set(store, tmp_path):
     first = doc["frontier"][0]
     assert first["id"] == "c0003" and first["objectives"] == {"loss": 1.5, "throughput": 10.0}
     assert first["parents"] == ["c0002"] and first["rung"] == 2 and first["status"] == "done"
-    assert first["checkpoint"] == "checkpoints/c0003.safetensors"
+    assert first["checkpoint"] == str(store.run_dir / "checkpoints" / "c0003.safetensors")
     assert first["spec"] == {"id": "c0003"} and first["metrics"]["loss"] == 1.5
 
     given = exports.write_frontier(store, path, OBJECTIVES, ["c0000", "c0001", "c0404"])
