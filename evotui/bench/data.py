@@ -6,7 +6,9 @@ so that only tokenisation is measured, through the same batching and worker pool
 uses. Three tokenizers: ``byte``; ``bpe`` (a byte-level BPE of 8,192 ids trained here on the
 text, as ``bpe:8192`` would be); ``gpt2-style`` (a ``tokenizer.json`` this bench builds with
 GPT-2's layout: byte-level pre-tokenisation with its regex, 50,257 ids, ``<|endoftext|>``,
-since the Hub may be out of reach). Each figure is the best of ``repeats`` runs.
+since the Hub may be out of reach). Each figure is the best of ``repeats`` runs. Bytes are
+never sent to a pool (``pool`` false: copying them is cheaper than shipping them), so their
+N-worker figure is the same one-process path.
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ def run(workers: int | None = None, megabytes: float = 16.0, repeats: int = 3) -
         one = throughput(tok, docs, 1, repeats)
         many = throughput(tok, docs, workers, repeats)
         out[name] = {"vocab": tok.vocab_size, "tokens_per_s_1": round(one),
-                     "tokens_per_s_n": round(many), "speedup": round(many / one, 3)}
+                     "tokens_per_s_n": round(many), "speedup": round(many / one, 3),
+                     "pool": tok.parallel}
     return {"megabytes": megabytes, "documents": len(docs), "workers": workers,
             "cores": build.default_workers(), "repeats": repeats, "tokenizers": out,
             "warm_first_batch_s": round(first_batch(repeats), 4),

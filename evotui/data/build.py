@@ -137,10 +137,11 @@ def _encode_in_worker(texts: list[str]) -> Encoded:
 
 def _encode(tokenizer: Tokenizer, batches: Iterator[Batch],
             workers: int) -> Iterator[tuple[list[str], list[Any], Encoded]]:
-    """Each batch with its encoding, in order; ``workers`` <= 1 encodes in this process.
+    """Each batch with its encoding, in order; ``workers`` <= 1 (or a tokenizer not worth a
+    pool, such as bytes) encodes in this process.
     Every encoder uses one thread (TOKENIZERS_PARALLELISM=false), so N workers use N cores."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    if workers <= 1:
+    if workers <= 1 or not tokenizer.parallel:  # bytes: a copy, cheaper than shipping it
         for texts, positions in batches:
             yield texts, positions, tokenizer.encode_docs(texts)
         return

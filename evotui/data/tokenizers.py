@@ -38,6 +38,7 @@ class Tokenizer:
     vocab_size: int
     eot: int
     fingerprint: str
+    parallel = True  # worth encoding in a pool of processes
 
     def encode(self, text: str) -> list[int]:
         raise NotImplementedError
@@ -77,6 +78,7 @@ class ByteTokenizer(Tokenizer):
     vocab_size = 257
     eot = 256
     fingerprint = "byte-v1"
+    parallel = False  # a copy of the UTF-8 bytes: shipping them to a process costs more
 
     def encode(self, text: str) -> list[int]:
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).tolist()

@@ -259,8 +259,11 @@ def test_builtin_corpus_and_filler(small_caps, tmp_path):
     assert len(ds.filler(len(pool) + 10, seed=1)) == len(pool) + 10
 
 
-def test_workers_give_the_same_tokens(files, tmp_path):
-    prepare(make_config(shards(files)), cache_dir=tmp_path / "one")
-    prepare(make_config(shards(files), workers=2), cache_dir=tmp_path / "two")
+def test_workers_give_the_same_tokens(files, tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "BATCH_CHARS", 10_000)  # many batches through the pool
+    bpe = {"vocab": 300, "tokenizer": "bpe:300"}
+    prepare(make_config(shards(files), workers=1, **bpe), cache_dir=tmp_path / "one")
+    prepare(make_config(shards(files), workers=2, **bpe), cache_dir=tmp_path / "two")
+    assert len(list((tmp_path / "two").glob("*.bin"))) == 2
     for b in sorted((tmp_path / "one").glob("*.bin")):
         assert b.read_bytes() == (tmp_path / "two" / b.name).read_bytes()
