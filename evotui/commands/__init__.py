@@ -11,7 +11,8 @@ import importlib
 import typer
 
 CORE: tuple[str, ...] = ("config", "train", "run", "steer", "bench")  # in --help order
-MODULES: tuple[str, ...] = (*CORE, "experiments", "analysis", "tui", "convert", "data")
+MODULES: tuple[str, ...] = (*CORE, "experiments", "analysis", "tui", "convert", "data",
+                            "faults")
 
 
 def register_all(app: typer.Typer, bench_app: typer.Typer) -> None:
