@@ -44,6 +44,11 @@ def candidates(run_dir, status=None):
         store.close()
 
 
+def latest_metrics(run_dir, cid):
+    with RunStore.open(run_dir, readonly=True) as store:
+        return store.latest_metrics(cid)
+
+
 def spawn_run(run_dir, *args):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
@@ -116,7 +121,7 @@ def test_pause_resume_kill_from_a_second_process(run_cli, cache, tmp_path):
     proc = spawn_run(run_dir, "--generations", "1", "--steps", "400", "--population", "3")
     try:
         first = wait_for(lambda: candidates(run_dir, "running"))[0]["id"]
-        wait_for(lambda: (RunStore.open(run_dir, readonly=True).latest_metrics(first) or {}))
+        wait_for(lambda: latest_metrics(run_dir, first))
         assert run_cli("pause", run_dir, first)[0] == 0
         wait_for(lambda: [c for c in candidates(run_dir) if c["id"] == first
                           and c["status"] == "paused"], timeout=60)

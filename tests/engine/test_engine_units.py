@@ -52,12 +52,24 @@ class InstantExecutor(Executor):
         self._end()
 
 
+OPEN: list[RunStore] = []
+
+
+@pytest.fixture(autouse=True)
+def close_stores():
+    """Every store a test opens is closed when it ends, whatever happened."""
+    yield
+    while OPEN:
+        OPEN.pop().close()
+
+
 def engine_with(tmp_path, outcome, population=3, objectives=None):
     cfg = load(TINY)
     cfg.evolution.population = population
     if objectives:
         cfg.evolution.objectives = objectives
     store = RunStore.create(tmp_path / "run", "x: 1\n", {"name": "t"})
+    OPEN.append(store)
     options = RunOptions(run_dir=tmp_path / "run", poll_s=0.01)
     return Engine(cfg, options, InstantExecutor(outcome), store, Rungs((2, 4)))
 

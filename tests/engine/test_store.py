@@ -463,3 +463,73 @@ def test_summary_of_a_fresh_run(tmp_path):
     assert out["config"] == str(tmp_path / "fresh" / "config.yaml")
     assert out["updated"] == out["started"]
 
+
+
+# -- the lifecycle, paths and the engine's state ---------------------------------------------
+
+def test_a_status_change_the_lifecycle_forbids_is_refused_naming_from_and_to(store):
+    from evotui.lifecycle import Status, TransitionError
+
+    add(store, "c0001")
+    with pytest.raises(TransitionError, match="c0001: cannot move from queued to done"):
+        store.update_candidate("c0001", status="done")
+    assert store.candidate("c0001").status == Status.QUEUED  # nothing written
+    for status in ("running", "done", "queued", "running", "stopped"):
+        assert store.update_candidate("c0001", status=status).status == status
+    with pytest.raises(TransitionError, match="from stopped to running"):
+        store.update_candidate("c0001", status="running")
+
+
+def test_candidates_are_frozen_typed_records(store):
+    import dataclasses
+
+    from evotui.lifecycle import Status
+
+    add(store, "c0001", parents=["c0000"], metrics={"loss": 2.0})
+    c = store.candidate("c0001")
+    assert c.status is Status.QUEUED and c.parents == ["c0000"] and c.metrics == {"loss": 2.0}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.status = Status.DONE  # type: ignore[misc]
+    data = c.to_dict()
+    assert data["status"] == "queued" and json.loads(json.dumps(data))["id"] == "c0001"
+
+
+def test_checkpoint_paths_inside_the_run_are_relative_so_a_moved_run_is_whole(store, tmp_path):
+    import shutil
+
+    add(store, "c0001")
+    add(store, "c0002")
+    inside = store.run_dir / "checkpoints" / "c0001.safetensors"
+    outside = tmp_path / "elsewhere" / "c0002.safetensors"
+    store.update_candidate("c0001", checkpoint=inside)
+    store.update_candidate("c0002", checkpoint=str(outside))
+    raw = dict(store._conn.execute("SELECT id, checkpoint FROM candidates").fetchall())
+    assert raw == {"c0001": "checkpoints/c0001.safetensors", "c0002": str(outside)}
+    store.close()
+    moved = tmp_path / "moved"
+    shutil.copytree(store.run_dir, moved)
+    with RunStore.open(moved, readonly=True) as copy:
+        assert copy.candidate("c0001").checkpoint == str(moved / "checkpoints" /
+                                                         "c0001.safetensors")
+        assert copy.candidate("c0002").checkpoint == str(outside)
+
+
+def test_the_engine_state_and_its_heartbeat(store):
+    import os
+
+    assert store.engine_state() is None
+    store.set_engine_state()  # a heartbeat before any state writes nothing
+    assert store.engine_state() is None
+    store.set_engine_state("running")
+    first = store.engine_state()
+    assert first.state == "running" and first.pid == os.getpid() and first.alive()
+    time.sleep(0.01)
+    store.set_engine_state()  # the heartbeat: same state, same since, newer beat
+    beat = store.engine_state()
+    assert (beat.state, beat.since) == ("running", first.since)
+    assert beat.heartbeat > first.heartbeat
+    assert not beat.alive(now=beat.heartbeat + 60)  # a stale heartbeat: the engine is gone
+    store.set_engine_state("stopped")
+    assert store.engine_state().state == "stopped" and not store.engine_state().alive()
+    with pytest.raises(ValueError, match="engine state 'lost'"):
+        store.set_engine_state("lost")
