@@ -115,3 +115,81 @@ def test_a_usage_error_is_one_line_and_exit_2(run_cli, args, words):
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and words.lower() in err.lower(), err
     assert "internal error" not in err and "Traceback" not in err
+
+
+def _run_with_out(tmp_path):
+    """A stored run started with --out elsewhere: two finished candidates, one dominated."""
+    from evotui.engine.exports import write_frontier, write_lineage
+    from evotui.engine.store import RunStore
+
+    run_dir, out = tmp_path / "run", tmp_path / "elsewhere" / "front.json"
+    cfg = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    objectives = {"loss": "min", "params_total": "min"}
+    with RunStore.create(run_dir, yaml.safe_dump(cfg), {"name": "out"}) as store:
+        store.set_state("objectives", objectives)
+        store.set_state("options", {"frontier_path": str(out)})
+        for cid, loss, params in (("c0000", 3.0, 100.0), ("c0001", 3.5, 200.0)):
+            store.add_candidate(cid, generation=0, spec=cfg["model"], parents=[],
+                                operator="seed", status="done", rung=1, step=4, total_steps=4,
+                                metrics={"loss": loss, "params_total": params})
+        write_frontier(store, out, objectives)
+        write_lineage(store, run_dir / "lineage.json")
+    return run_dir, out
+
+
+def test_frontier_of_a_run_reads_its_out_file(run_cli, tmp_path):
+    run_dir, out = _run_with_out(tmp_path)
+    assert not (run_dir / "frontier.json").exists()
+    code, text, err = run_cli("frontier", run_dir)
+    assert code == 0, err
+    assert "1 candidate(s) on the frontier" in text and "c0000" in text and "c0001" not in text
+    code, text, err = run_cli("frontier", run_dir, "--json")
+    assert code == 0 and json.loads(text) == json.loads(out.read_text())
+
+
+def test_the_run_directory_api_finds_what_the_run_recorded(tmp_path):
+    from evotui.engine.rundir import RunDir
+
+    run_dir, out = _run_with_out(tmp_path)
+    rd = RunDir.open(run_dir)
+    assert rd.frontier_path == out and rd.log_path == run_dir / "run.log"
+    assert rd.frontier().ids == ["c0000"] and rd.frontier().objectives["loss"] == "min"
+    assert [n["id"] for n in rd.lineage()] == ["c0000", "c0001"]
+    assert rd.summary()["best"]["loss"]["id"] == "c0000"
+    assert out.resolve() in rd.owned()
+
+
+def test_a_frontier_that_is_not_json_is_one_line(run_cli, tmp_path):
+    bad = tmp_path / "frontier.json"
+    bad.write_text("{not json")
+    code, _, err = run_cli("frontier", bad)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(bad) in err
+
+
+def test_every_run_flag_has_one_option_on_run_and_tui():
+    import dataclasses
+
+    import typer.main
+
+    from evotui.cli import app
+    from evotui.commands.run_flags import OPTIONS
+    from evotui.engine.flags import INTERNAL, RunFlags
+
+    assert set(OPTIONS) == {f.name for f in dataclasses.fields(RunFlags)} - INTERNAL
+    commands = typer.main.get_command(app).commands
+    for name in ("run", "tui"):
+        params = {p.name for p in commands[name].params}
+        assert set(OPTIONS) <= params, name
+
+
+def test_strict_json_and_the_finite_helper(tmp_path):
+    from evotui import jsonio
+
+    assert [jsonio.finite(v) for v in (1, 2.5, True, None, "3", float("nan"),
+                                       float("inf"))] == [1.0, 2.5, None, None, None, None,
+                                                          None]
+    doc = {"a": [1.0, float("nan")], "b": (float("-inf"), {"c": 2}), "d": "x"}
+    jsonio.write(tmp_path / "x.json", doc)
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": [1.0, None],
+                                                             "b": [None, {"c": 2}], "d": "x"}
+    assert jsonio.read(tmp_path / "missing.json") is None

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from evotui import atomic
+from evotui import jsonio
 from evotui.analysis.points import PARAMS_MEASURE, read_sources
 from evotui.analysis.recipe import recipe, reference
 from evotui.analysis.scaling import FORM, fit_loss, fit_throughput
@@ -17,18 +15,6 @@ from evotui.errors import UserError
 from evotui.summary import si
 
 PLOTS = ("loss_vs_params.png", "loss_vs_tokens.png", "throughput_vs_width.png")
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def analyse(paths: list[Path], bootstrap: int = 200, seed: int = 0,
@@ -74,7 +60,7 @@ def analyse(paths: list[Path], bootstrap: int = 200, seed: int = 0,
         "points": [p.as_dict() for p in points],
         "skipped": skipped,
     }
-    return _clean(doc), fit, tp, points
+    return jsonio.clean(doc), fit, tp, points
 
 
 def write(doc: dict[str, Any], fit: Any, tp: Any, points: list, out: Path) -> list[Path]:
@@ -89,7 +75,7 @@ def write(doc: dict[str, Any], fit: Any, tp: Any, points: list, out: Path) -> li
         plots.throughput_plot(out / PLOTS[2], points, tp),
     ]
     doc = doc | {"plots": [p.name for p in written]}
-    atomic.write_text(out / "scaling.json", json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    jsonio.write(out / "scaling.json", doc)
     return [out / "scaling.json", *written]
 
 

@@ -15,15 +15,15 @@ Imports no torch.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evotui.dsl import RunConfig, loads
+from evotui.engine.rundir import RunDir, read_frontier
 from evotui.engine.store import DB_NAME, RunStore
 from evotui.errors import UserError
+from evotui.jsonio import finite
 from evotui.lifecycle import FINISHED
 
 PARAMS_MEASURE = "params_active"
@@ -76,16 +76,8 @@ def run_dir_of(path: Path) -> tuple[Path, Path | None]:
 
 
 def _frontier_ids(path: Path) -> list[str]:
-    if not path.is_file():
-        return []
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError.single(f"cannot read the frontier: {e}", source=str(path)) from None
-    entries = doc.get("frontier", []) if isinstance(doc, dict) else doc
-    if not isinstance(entries, list):
-        raise UserError.single("not a frontier JSON (no frontier list)", source=str(path))
-    return [e["id"] for e in entries if isinstance(e, dict) and "id" in e]
+    """The ids on a frontier JSON; [] when the run has written none yet."""
+    return read_frontier(path).ids if path.is_file() else []
 
 
 def run_config(store: RunStore) -> RunConfig | None:
@@ -97,12 +89,6 @@ def run_config(store: RunStore) -> RunConfig | None:
         return loads(text, source=str(store.run_dir / "config.yaml"))
     except UserError:
         return None
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def _inherited(store: RunStore) -> set[str]:
@@ -119,15 +105,15 @@ def read_source(path: Path) -> Source:
     store = RunStore.open(run_dir, readonly=True)
     try:
         source = Source(run_dir, run_config(store),
-                        _frontier_ids(frontier_file or run_dir / "frontier.json"))
+                        _frontier_ids(frontier_file or RunDir.of(store).frontier_path))
         on_front = set(source.frontier_ids)
         inherited = _inherited(store)
         for c in store.candidates(FINISHED):
             metrics = c.get("metrics") or {}
-            loss = _finite(metrics.get("loss"))
-            params = _finite(metrics.get(PARAMS_MEASURE))
+            loss = finite(metrics.get("loss"))
+            params = finite(metrics.get(PARAMS_MEASURE))
             last = store.latest_metrics(c["id"], "train") or {}
-            tokens = _finite(last.get("tokens"))
+            tokens = finite(last.get("tokens"))
             missing = [name for name, v in (("held-out loss", loss), (PARAMS_MEASURE, params),
                                             ("tokens trained", tokens)) if v is None]
             if missing or not tokens:
@@ -135,8 +121,8 @@ def read_source(path: Path) -> Source:
                 continue
             source.points.append(Point(
                 run=str(run_dir), id=c["id"], loss=loss, params=params,  # type: ignore[arg-type]
-                params_total=_finite(metrics.get("params_total")) or params,  # type: ignore[arg-type]
-                tokens=tokens, throughput=_finite(metrics.get("throughput")),  # type: ignore[arg-type]
+                params_total=finite(metrics.get("params_total")) or params,  # type: ignore[arg-type]
+                tokens=tokens, throughput=finite(metrics.get("throughput")),  # type: ignore[arg-type]
                 width=int((c.get("spec") or {}).get("emb", {}).get("dim", 0)),
                 generation=c["generation"], rung=c["rung"], inherited=c["id"] in inherited,
                 frontier=c["id"] in on_front))

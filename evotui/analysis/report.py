@@ -1,13 +1,13 @@
 """``evotui report RUN_DIR``: a Markdown report with PNG plots of one run.
 
-Reads the run store (read-only), ``frontier.json`` and ``lineage.json``; writes
+Reads the run store (read-only), its frontier (``frontier.json`` or the run's ``--out``) and
+``lineage.json`` through :class:`evotui.engine.rundir.RunDir`; writes
 ``report.md`` and its images into ``RUN_DIR/report`` (or ``--out``), each file atomically.
 Every image the Markdown names is written before the Markdown itself. Imports no torch.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -19,6 +19,7 @@ from evotui import atomic
 from evotui.analysis import motifs
 from evotui.analysis.points import run_config
 from evotui.engine import exports
+from evotui.engine.rundir import RunDir
 from evotui.engine.store import RunStore
 from evotui.errors import UserError
 
@@ -41,13 +42,6 @@ class RunData:
     model_name: str | None = None
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def read_run(run_dir: Path) -> RunData:
     store = RunStore.open(run_dir, readonly=True)
     try:
@@ -56,18 +50,15 @@ def read_run(run_dir: Path) -> RunData:
             store.get_state("objectives") or exports.DEFAULT_OBJECTIVES)
         summary = exports.summary(store, objectives)
         candidates = store.candidates()
-        options = store.get_state("options") or {}
-        front_path = Path(options.get("frontier_path") or run_dir / "frontier.json")
-        doc = _read_json(front_path)
-        if isinstance(doc, dict) and isinstance(doc.get("frontier"), list):
-            frontier = [e["id"] for e in doc["frontier"] if isinstance(e, dict) and "id" in e]
-            source = str(front_path)
+        rd = RunDir.of(store)
+        written = rd.frontier()
+        if written is not None:
+            frontier, source = written.ids, str(written.path)
         else:
             frontier = [e["id"] for e in exports.frontier(store, objectives)]
             source = "computed from the run store (no frontier.json)"
-        lin = _read_json(run_dir / "lineage.json")
-        nodes = lin.get("candidates") if isinstance(lin, dict) else None
-        if not isinstance(nodes, list):
+        nodes = rd.lineage()
+        if nodes is None:
             nodes = [{k: c[k] for k in ("id", "generation", "parents", "operator", "status")}
                      for c in candidates]
         data = RunData(run_dir, summary, objectives, candidates, frontier, source, nodes,

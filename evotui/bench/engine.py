@@ -34,12 +34,11 @@ def run(device: str = "cpu", population: int = 4, generations: int = 1, steps: i
         config: Path | None = None, eval_batches: int = 2) -> dict[str, Any]:
     from evotui.engine.runner import RunFlags, open_run
 
-    default = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
     with tempfile.TemporaryDirectory(prefix="evotui-bench-") as tmp:
-        flags = RunFlags(config=config or default, generations=generations, steps=steps,
+        flags = RunFlags(config=config, generations=generations, steps=steps,
                          population=population, device=device, run_dir=Path(tmp) / "run",
                          eval_batches=eval_batches)
-        engine, total = open_run(flags, default)
+        engine, total = open_run(flags)
         submitted: dict[str, tuple[float, str]] = {}  # candidate -> (time, slot)
         jobs: list[dict[str, Any]] = []
         freed: dict[str, float] = {}  # slot -> when its last result arrived

@@ -1,18 +1,25 @@
-"""After a run: ``evotui ablate``, ``evotui export-seed``; and ``evotui gpu``, the GPU stream.
+"""After a run: ``evotui ablate`` (and its table), ``evotui export-seed``; and ``evotui gpu``,
+the GPU stream.
 
 Nothing heavy is imported here at module level; each command imports what it drives."""
 
 from __future__ import annotations
 
+import math
 import os
+import statistics
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from evotui.commands import run_flags as rf
+from evotui.commands.common import progress
 from evotui.errors import UserError
+from evotui.jsonio import finite
+from evotui.lifecycle import FINISHED
 
 SourceArg = Annotated[Path, typer.Argument(
     help="A run directory or a frontier JSON.", show_default=False)]
@@ -57,8 +64,10 @@ def ablate(
     """Switch off one motif at a time in the best candidates; train each variant and an
     unchanged control from the candidate's weights (same steps, seeds and data); report each
     motif's effect on every objective with its spread."""
-    from evotui.engine.runner import RunFlags, check_data, devices_for, rung_steps
-    from evotui.post.ablate import Settings, format_table, to_json
+    from evotui import jsonio
+    from evotui.engine.devices import slots
+    from evotui.engine.runner import check_data, rung_steps
+    from evotui.post.ablate import Settings
     from evotui.post.ablate import ablate as run_ablation
     from evotui.post.seed import open_source
 
@@ -67,13 +76,13 @@ def ablate(
     src = open_source(source, config)
     cfg = src.config()
     motifs = check_names(src.objectives or cfg.evolution.objectives, by, motif or [])
-    slots = devices_for(RunFlags(device=device, devices=devices, cpu_slots=cpu_slots))
-    check_data(cfg)  # a shard that cannot be read: one line now, not a failed training each
+    used = slots(device, devices, cpu_slots)
+    check_data(cfg, progress)  # a shard that cannot be read: one line now, not a failed training
     settings = Settings(top=top, steps=steps or rung_steps(cfg, None).steps[0], seeds=seeds,
-                        slots=slots, motifs=motifs or None, by=by, out_dir=out,
+                        slots=used, motifs=motifs or None, by=by, out_dir=out,
                         keep_checkpoints=keep_checkpoints)
     doc = run_ablation(src, settings, lambda text: typer.echo(text, err=True))
-    typer.echo(to_json(doc) if as_json else format_table(doc))
+    typer.echo(jsonio.dumps(doc) if as_json else format_table(doc))
 
 
 def check_names(objectives: dict[str, str], by: str | None, motifs: list[str]) -> list[str]:
@@ -137,3 +146,68 @@ def gpu(
         devnull = os.open(os.devnull, os.O_WRONLY)  # flush of stdout must not fail
         os.dup2(devnull, sys.stdout.fileno())
     raise typer.Exit(0)
+
+
+# -- the ablation table --------------------------------------------------------------------
+
+def _g(x: float, digits: int, sign: bool = False) -> str:
+    """``digits`` significant digits, without an exponent between 1e-3 and 1e6."""
+    plus = "+" if sign else ""
+    if x == 0 or not 1e-3 <= abs(x) < 1e6:
+        return f"{x:{plus}.{digits}g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
+    return f"{x:{plus}.{decimals}f}"
+
+
+def _cell(e: Mapping[str, Any] | None) -> str:
+    if not e or not e.get("n"):
+        return "not measured"
+    spread = "n/a" if e.get("std") is None else _g(e["std"], 2)
+    return f"{_g(e['mean'], 4, True)} ± {spread} ({e['n']}) {e['verdict']}"
+
+
+def _failures(runs: Sequence[Mapping[str, Any]]) -> str:
+    bad = [r for r in runs if r.get("status") not in FINISHED]
+    if not bad:
+        return ""
+    return f"  [{len(bad)}/{len(runs)} failed: {bad[0].get('error')}]"
+
+
+def format_table(doc: Mapping[str, Any]) -> str:
+    """``ablation.json`` as the table ``evotui ablate`` prints."""
+    from evotui.post.effects import NOISE
+
+    objectives = doc["objectives"]
+    heads = [f"{k} ({d})" for k, d in objectives.items()]
+    width = max([30, *(len(h) + 2 for h in heads)])
+    mw = max([22, *(len(m) + 2 for m in doc["motifs"])])
+    line = lambda first, cells: (first.ljust(mw) + "".join(c.ljust(width) for c in cells)  # noqa: E731
+                                 ).rstrip()
+    out = [f"effect = variant - control: mean ± std (n seeds); worse/better: the variant "
+           f"against the control, when |mean| > {NOISE:g} std/sqrt(n), else within noise "
+           f"({doc['steps']} step{'s' if doc['steps'] != 1 else ''}, seeds {doc['seeds']})"]
+    for c in doc["candidates"]:
+        out += ["", f"{c['id']} (rank {c['rank']} by {', '.join(doc['ranked_by'])}), from "
+                f"{c['checkpoint']}", line("motif", heads)]
+        control = c["control"]["runs"]
+        means = []
+        for obj in objectives:
+            vals = [v for r in control if (v := finite((r.get("metrics") or {}).get(obj)))
+                    is not None]
+            means.append(_g(statistics.fmean(vals), 4) if vals else "not measured")
+        out.append(line("control (value)", means) + _failures(control))
+        for name, m in c["motifs"].items():
+            if not m["applies"]:
+                out.append(line(name, [f"n/a: {m['reason']}"]))
+                continue
+            cells = [_cell(m["effects"].get(obj)) for obj in objectives]
+            fresh = max((r.get("fresh") or 0 for r in m["runs"]), default=0)
+            note = f"  [{fresh} tensor(s) start fresh]" if fresh else ""
+            out.append(line(name, cells) + _failures(m["runs"]) + note)
+    if len(doc["candidates"]) > 1 and doc["pooled"]:
+        out += ["", f"pooled over {len(doc['candidates'])} candidates", line("motif", heads)]
+        for name, per in doc["pooled"].items():
+            out.append(line(name, [_cell(per.get(obj)) for obj in objectives]))
+    if doc.get("path"):
+        out += ["", f"wrote {doc['path']}"]
+    return "\n".join(out)

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from evotui.commands import run_flags as rf
+from evotui.engine.flags import RunFlags
 
 QuietHeadless = Annotated[bool, typer.Option(
     help="Only the status line, no log lines: in the output of the headless run if you quit "
@@ -22,35 +23,14 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     bench_app.command("tui")(bench_tui)
 
 
-def tui(
-    config: rf.Config = None,
-    generations: rf.Generations = None,
-    steps: rf.Steps = None,
-    eval_batches: rf.EvalBatches = None,
-    device: rf.Device = "auto",
-    devices: rf.Devices = None,
-    checkpoint_dir: rf.CheckpointDir = None,
-    out: rf.Out = None,
-    log: rf.Log = None,
-    run_dir: rf.RunDir = None,
-    cleanup_old_checkpoints: rf.CleanupOldCheckpoints = False,
-    parent_selection: rf.ParentSelection = None,
-    population: rf.Population = None,
-    seed: rf.Seed = None,
-    resume: rf.Resume = None,
-    cpu_slots: rf.CpuSlots = 1,
-    quiet: QuietHeadless = False,
-) -> None:
+@rf.run_command
+def tui(flags: RunFlags, quiet: QuietHeadless = False) -> None:
     """Run the evolutionary search in the live app: the same flags as `evotui run`; q stops
     it resumably or leaves it running headless."""
-    from evotui.cli import default_config
-    from evotui.engine.runner import RunFlags
+    from evotui.engine.runner import DEFAULT_CONFIG
     from evotui.tui.launch import run_in_app
 
-    flags = RunFlags(config, generations, steps, eval_batches, device, devices, checkpoint_dir,
-                     out, log, run_dir, cleanup_old_checkpoints, parent_selection, population,
-                     seed, resume, cpu_slots)
-    run_in_app(flags, default_config(), quiet)
+    run_in_app(flags, DEFAULT_CONFIG, quiet)
 
 
 def attach(

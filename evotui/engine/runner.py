@@ -1,49 +1,41 @@
-"""Setting up a run (fresh or resumed) and running it headless (``evotui run``)."""
+"""Setting up a run, fresh or resumed: the engine that ``evotui run`` drives headless and
+``evotui tui`` in the app (the commands in :mod:`evotui.commands` show it running)."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
+import sys
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from evotui.dsl import RunConfig, dump, load, loads, to_data
-from evotui.engine import integrity
+from evotui.engine import devices, integrity
 from evotui.engine.engine import Engine, Rungs, RunOptions
+from evotui.engine.flags import RunFlags
+from evotui.engine.rundir import RunDir
 from evotui.engine.store import RunStore
 from evotui.errors import UserError
 from evotui.evolve.variation import AdaptiveWeights
 from evotui.train.budget import steps_for
 
+__all__ = ["DEFAULT_CONFIG", "RunFlags", "check_data", "open_run", "rung_steps"]
 
-@dataclass
-class RunFlags:
-    config: Path | None = None
-    generations: int | None = None
-    steps: int | None = None
-    eval_batches: int | None = None
-    device: str = "auto"
-    devices: str | None = None
-    checkpoint_dir: Path | None = None
-    out: Path | None = None
-    log: Path | None = None
-    run_dir: Path | None = None
-    cleanup_old_checkpoints: bool = False
-    parent_selection: str | None = None
-    population: int | None = None
-    seed: int | None = None
-    resume: Path | None = None
-    cpu_slots: int = 1
-    cpu_threads: int | None = None
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"  # embedded
+Progress = Callable[[str], None]
 
 
 def _overridden(cfg: RunConfig, flags: RunFlags) -> RunConfig:
+    if flags.data not in ("config", "offline"):
+        raise UserError.single(f"unknown value {flags.data!r}; use config or offline",
+                               path="--data")
+    if flags.data == "offline":  # --data offline: the embedded corpus (evotui/data/offline.py)
+        from evotui.data import offline
+
+        cfg = offline(cfg)
     data = to_data(cfg)
     ev, tr = data["evolution"], data["train"]
     if flags.generations is not None:
@@ -77,75 +69,51 @@ def rung_steps(cfg: RunConfig, steps: int | None) -> Rungs:
     return Rungs((r1, r2))
 
 
-def check_data(cfg: RunConfig) -> None:
+def check_data(cfg: RunConfig, progress: Progress | None = None,
+               rungs: Rungs | None = None) -> RunConfig:
     """Load-check every shard and tokenise what is not cached yet, in this process and before
     any worker starts: a shard that cannot be loaded is one line and exit 2, not a run of failed
-    candidates, and the workers find the token cache warm."""
-    from rich.console import Console
+    candidates, and the workers find the token cache warm. Each shard reads the run's budget
+    (its share of what the whole search trains on, see evotui/data/budget.py); the config is
+    returned with the budgets written in. ``progress`` gets a line per step (default: a
+    progress bar per shard on stderr)."""
+    from evotui.data import prepare_run
+    from evotui.data.budget import search_tokens
+    from evotui.train.budget import tokens_per_step
 
-    from evotui.data import prepare
-
-    console = Console(stderr=True)
-    prepare(cfg, progress=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False))
-
-
-def devices_for(flags: RunFlags) -> list[str]:
-    """The executor's slots. torch is imported only when a GPU may be used: without an NVIDIA
-    driver (NVML cannot load) no CUDA device can exist, so ``auto`` means CPU at once and the
-    process hosting the engine (the TUI's, for one) stays free of torch."""
-    device = flags.device
-    if not flags.devices and device not in ("auto", "cpu", "cuda"):
-        raise UserError.single(f"unknown device {device!r}; use auto, cpu or cuda",
-                               path="--device")
-    if not flags.devices and device == "auto":
-        from evotui.gpu import nvml
-
-        if not nvml.available()[0]:
-            device = "cpu"
-    if not flags.devices and device == "cpu":
-        return ["cpu"] * max(1, flags.cpu_slots)
-    import torch
-
-    if flags.devices:
-        if not torch.cuda.is_available():
-            raise UserError.single("no CUDA device is visible for --devices; use --device cpu",
-                                   path="--devices")
-        try:
-            ids = [int(x) for x in flags.devices.split(",") if x.strip()]
-        except ValueError:
-            raise UserError.single("give GPU indices like 0,1", path="--devices") from None
-        bad = [i for i in ids if i >= torch.cuda.device_count()]
-        if bad or not ids:
-            raise UserError.single(f"no such GPU {bad}; visible: "
-                                   f"{torch.cuda.device_count()}", path="--devices")
-        return [f"cuda:{i}" for i in ids]
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError.single("no CUDA device is visible; use --device cpu (or check "
-                                   "CUDA_VISIBLE_DEVICES and the driver)", path="--device")
-        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    return ["cpu"] * max(1, flags.cpu_slots)
+    rungs = rungs or rung_steps(cfg, None)
+    return prepare_run(cfg, search_tokens(cfg, rungs.steps, tokens_per_step(cfg)), progress)
 
 
-def open_run(flags: RunFlags, default_config: Path) -> tuple[Engine, int]:
-    """A ready engine for a new run or a resumed one, and the number of generations."""
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def open_run(flags: RunFlags, default_config: Path = DEFAULT_CONFIG,
+             progress: Progress | None = None) -> tuple[Engine, int]:
+    """A ready engine for a new run or a resumed one, and the number of generations.
+    ``progress``: where data preparation reports (see :func:`check_data`)."""
     from evotui.engine.local import LocalExecutor
 
-    slots = devices_for(flags)  # a bad --device or --devices leaves no run directory behind
+    if flags.executor not in (None, "local", "ray"):
+        raise UserError.single(f"unknown executor {flags.executor!r}; use local or ray",
+                               path="--executor")
+    # a bad --device or --devices leaves no run directory behind (a Ray cluster's slots are
+    # the cluster's)
+    slots = [] if flags.executor == "ray" else devices.slots(flags.device, flags.devices,
+                                                              flags.cpu_slots)
     if flags.resume is not None:
         run_dir = flags.resume
         store = RunStore.open(run_dir)
         integrity.check_resumable(store)  # a creation a stop cut short is started again
-        log_path = (store.get_state("options") or {}).get("log_path")
-        if log_path:  # the run's own --log file, not the default
+        log_path = RunDir.of(store).log_path
+        if log_path != store.log_path:  # the run's own --log file, not the default
             store.close()
-            store = RunStore.open(run_dir, log_path=Path(log_path))
+            store = RunStore.open(run_dir, log_path=log_path)
         cfg = loads(store.config_yaml, source=str(run_dir / "config.yaml"))
         options = RunOptions(run_dir=run_dir, **store.get_state("options"))
         rungs = Rungs(tuple(store.get_state("rungs")["steps"]))
-        check_data(cfg)
+        cfg = check_data(cfg, progress, rungs)
         generations = cfg.evolution.generations
     else:
         path = flags.config or default_config
@@ -155,11 +123,11 @@ def open_run(flags: RunFlags, default_config: Path) -> tuple[Engine, int]:
         integrity.prepare_new_run_dir(run_dir)  # a run there is refused, a half-made one redone
         try:
             integrity.check_init_checkpoint(cfg, str(path))  # whole, finite, of this genome
-            check_data(cfg)  # every shard and the tokenizer, before a run directory exists
+            rungs = rung_steps(cfg, flags.steps)
+            cfg = check_data(cfg, progress, rungs)  # every shard, before a run exists
         except UserError as e:
             e.source = e.source or str(path)
             raise
-        rungs = rung_steps(cfg, flags.steps)
         options = RunOptions(
             run_dir=run_dir, checkpoint_dir=flags.checkpoint_dir, frontier_path=flags.out,
             log_path=flags.log, cleanup_old_checkpoints=flags.cleanup_old_checkpoints,
@@ -181,53 +149,17 @@ def open_run(flags: RunFlags, default_config: Path) -> tuple[Engine, int]:
         value = getattr(options, attr)
         if isinstance(value, str):
             setattr(options, attr, Path(value))
-    executor = LocalExecutor(slots, cpu_threads=flags.cpu_threads)
+    kind = flags.executor or (store.get_state("executor") or {}).get("kind", "local")
+    if kind == "ray":
+        from evotui.engine.ray_executor import open_ray
+
+        executor: Any = open_ray(flags, store, options.checkpoint_dir or run_dir / "checkpoints")
+    else:
+        executor = LocalExecutor(slots or devices.slots(flags.device, flags.devices,
+                                                        flags.cpu_slots),
+                                 cpu_threads=flags.cpu_threads)
     ev = cfg.evolution
     weights = AdaptiveWeights.from_config(ev) if ev.adaptive_mutation else None
     engine = Engine(cfg, options, executor, store, rungs, weights=weights)
     engine.rng.seed(options.seed)
     return engine, generations
-
-
-def run_headless(engine: Engine, generations: int, quiet: bool = False) -> None:
-    """Run to the end, printing the log lines and a status line; SIGINT / SIGTERM / SIGHUP
-    stop it cleanly (resumable)."""
-    from rich.console import Console
-    from rich.live import Live
-    from rich.text import Text
-
-    console = Console()
-
-    def status_line() -> Text:
-        s = engine.status()
-        counts = s.get("counts", {})
-        best = s.get("best", {})
-        shown = ", ".join(f"{k} {v['value']:.4g} ({v['id']})"
-                          for k, v in list(best.items())[:3] if v)
-        return Text(f"generation {(s.get('generation') or 0) + 1}/{generations}  running "
-                    f"{counts.get('running', 0)}  queued {counts.get('queued', 0)}  done "
-                    f"{counts.get('done', 0) + counts.get('stopped', 0)}  failed "
-                    f"{counts.get('failed', 0)}  best: {shown or '-'}", style="bold")
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(sig, _stop)
-        task = asyncio.create_task(engine.run(generations))
-        with Live(status_line(), console=console, refresh_per_second=2,
-                  transient=True, redirect_stdout=False) as live:
-            def show(kind: str, payload: dict[str, Any]) -> None:
-                if "text" in payload and kind != "log" and not quiet:
-                    live.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] [{kind}] "
-                                       f"{payload['text']}", highlight=False)
-                live.update(status_line())
-
-            engine.on_event = show
-            await task
-
-    def _stop() -> None:
-        engine.stopping = True
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    asyncio.run(main())
-    console.print(f"run directory: {engine.options.run_dir}")

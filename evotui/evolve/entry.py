@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from evotui.dsl.model import ModelSpec
+from evotui.jsonio import finite
 from evotui.lifecycle import FINISHED
 
 # Candidates that finished a rung with measurements (evotui.lifecycle: done, or stopped early by
@@ -28,8 +28,7 @@ class Entry:
 
 def measured(metrics: Mapping[str, object], name: str) -> bool:
     """True when ``name`` holds a finite number (a missing metric is never a zero)."""
-    v = metrics.get(name)
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    return finite(metrics.get(name)) is not None
 
 
 def eligible(pool: Iterable[Entry], objectives: Mapping[str, str]) -> list[Entry]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -36,19 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evotui import atomic
-from evotui.dsl import ModelSpec, RunConfig, estimate, to_data
+from evotui import jsonio
+from evotui.dsl import ModelSpec, RunConfig, to_data
 from evotui.engine.jobs import Job
 from evotui.errors import UserError
 from evotui.evolve.ablations import AblationError, Context, Variant, ablations, motif_names
 from evotui.evolve.inheritance import inheritance_map
-from evotui.lifecycle import FINISHED
+from evotui.jsonio import finite
+from evotui.post.effects import CONTROL, run_record, summarise
 from evotui.post.seed import Source
 
-CONTROL = "control"
-NOISE = 2.0  # an effect within NOISE standard errors of zero is reported as within noise
-STRUCTURAL = ("params_total", "params_active", "flops_per_token", "kv_bytes_per_token", "layers",
-              "moe_blocks", "ssm_blocks")
 Say = Callable[[str], None]
 
 
@@ -92,9 +88,8 @@ def _sort_key(entry: Mapping[str, Any], order: Sequence[tuple[str, str]]) -> tup
     values = entry.get("objectives") or entry.get("metrics") or {}
     key = []
     for name, direction in order:
-        v = values.get(name)
-        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-        key.append((v if direction == "min" else -v) if ok else math.inf)
+        v = finite(values.get(name))
+        key.append((v if direction == "min" else -v) if v is not None else math.inf)
     return tuple(key)
 
 
@@ -207,98 +202,6 @@ def _outcome(event: Mapping[str, Any]) -> str:
     return status + (f" ({why})" if why else "") + (f", loss {loss:.4f}" if loss else "")
 
 
-# -- effects -----------------------------------------------------------------------------------
-
-def _number(v: Any) -> float | None:
-    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    return float(v) if ok else None
-
-
-def run_record(seed: int, event: Mapping[str, Any] | None, spec: ModelSpec, seq_len: int
-               ) -> dict[str, Any]:
-    """One training as the report keeps it: status, metrics, tensors inherited / fresh."""
-    if event is None:
-        return {"seed": seed, "status": "failed", "error": "not run (interrupted)"}
-    if event.get("kind") == "failed":
-        return {"seed": seed, "status": "failed", "error": event.get("reason")}
-    metrics = dict(event.get("metrics") or {})
-    if metrics:
-        est = estimate(spec, seq_len)
-        for name in STRUCTURAL:  # exact reads of the genome, as the engine records them
-            metrics.setdefault(name, float(getattr(est, name)))
-    return {"seed": seed, "status": event.get("status"), "step": event.get("step"),
-            "metrics": metrics, "inherited": event.get("inherited"), "fresh": event.get("fresh"),
-            "checkpoint": event.get("checkpoint"),
-            "error": event.get("error") or event.get("stop_reason")}
-
-
-def effect(diffs: Sequence[float], rel: Sequence[float], direction: str) -> dict[str, Any]:
-    """Mean, sample std and n of ``variant - control`` differences, and what they mean."""
-    n = len(diffs)
-    if not n:
-        return {"mean": None, "std": None, "n": 0, "relative": None, "direction": direction,
-                "verdict": None}
-    mean = statistics.fmean(diffs)
-    std = statistics.stdev(diffs) if n > 1 else None  # one seed measures no spread
-    if mean == 0:
-        verdict = "same"
-    elif std is None:
-        verdict = "one seed"
-    elif abs(mean) <= NOISE * std / math.sqrt(n):
-        verdict = "within noise"
-    else:
-        verdict = "worse" if (mean > 0) == (direction == "min") else "better"
-    return {"mean": mean, "std": std, "n": n,
-            "relative": statistics.fmean(rel) if rel else None, "direction": direction,
-            "verdict": verdict, "diffs": list(diffs)}
-
-
-def paired(control: Sequence[dict[str, Any]], variant: Sequence[dict[str, Any]], name: str
-           ) -> tuple[list[float], list[float]]:
-    """Per-seed differences of one metric where both trainings measured it."""
-    diffs, rel = [], []
-    for c, v in zip(control, variant, strict=True):
-        a = _number((c.get("metrics") or {}).get(name))
-        b = _number((v.get("metrics") or {}).get(name))
-        if a is not None and b is not None:
-            diffs.append(b - a)
-            if a != 0:
-                rel.append((b - a) / abs(a))
-    return diffs, rel
-
-
-def summarise(cands: Sequence[Candidate], runs: Mapping[str, list[dict[str, Any]]],
-              objectives: Mapping[str, str], names: Sequence[str]) -> tuple[list, dict]:
-    """Per-candidate records and the pooled effects (``runs``: job prefix -> per-seed runs)."""
-    records = []
-    pooled: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
-    for c in cands:
-        control = runs[f"{c.id}/{CONTROL}"]
-        motifs: dict[str, Any] = {}
-        for name in names:
-            v = c.variants[name]
-            if isinstance(v, str):
-                motifs[name] = {"applies": False, "reason": v}
-                continue
-            vr = runs[f"{c.id}/{name}"]
-            effects = {}
-            for obj, direction in objectives.items():
-                diffs, rel = paired(control, vr, obj)
-                effects[obj] = effect(diffs, rel, direction)
-                acc = pooled.setdefault(name, {}).setdefault(obj, ([], []))
-                acc[0].extend(diffs)
-                acc[1].extend(rel)
-            motifs[name] = {"applies": True, "change": v.change, "spec": to_data(v.spec),
-                            "runs": vr, "effects": effects}
-        records.append({"id": c.id, "rank": c.rank, "checkpoint": str(c.checkpoint),
-                        "objectives": c.entry.get("objectives"),
-                        "control": {"spec": to_data(c.spec), "runs": control},
-                        "motifs": motifs})
-    pooled_effects = {name: {obj: effect(d, r, objectives[obj]) for obj, (d, r) in per.items()}
-                      for name, per in pooled.items()}
-    return records, pooled_effects
-
-
 # -- the command -------------------------------------------------------------------------------
 
 def ablate(source: Source, s: Settings, say: Say, executor: Any = None) -> dict[str, Any]:
@@ -345,88 +248,10 @@ def ablate(source: Source, s: Settings, say: Say, executor: Any = None) -> dict[
            "seconds": round(time.time() - started, 2), "skipped": skipped,
            "candidates": records, "pooled": pooled, "interrupted": interrupted}
     path = out_dir / "ablation.json"
-    atomic.write_text(path, to_json(doc, indent=1) + "\n")
+    jsonio.write(path, doc, indent=1)
     doc["path"] = str(path)
     if interrupted:
         say(f"interrupted: wrote what finished ({len(events)} of {len(jobs)} trainings) to "
             f"{path}")
         raise KeyboardInterrupt
     return doc
-
-
-def to_json(doc: Mapping[str, Any], indent: int | None = None) -> str:
-    """Strict JSON: a non-finite number is written as null."""
-    import json
-
-    def clean(v: Any) -> Any:
-        if isinstance(v, float):
-            return v if math.isfinite(v) else None
-        if isinstance(v, Mapping):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [clean(x) for x in v]
-        return v
-
-    return json.dumps(clean(doc), indent=indent, allow_nan=False)
-
-
-# -- the table ---------------------------------------------------------------------------------
-
-def _g(x: float, digits: int, sign: bool = False) -> str:
-    """``digits`` significant digits, without an exponent between 1e-3 and 1e6."""
-    plus = "+" if sign else ""
-    if x == 0 or not 1e-3 <= abs(x) < 1e6:
-        return f"{x:{plus}.{digits}g}"
-    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
-    return f"{x:{plus}.{decimals}f}"
-
-
-def _cell(e: Mapping[str, Any] | None) -> str:
-    if not e or not e.get("n"):
-        return "not measured"
-    spread = "n/a" if e.get("std") is None else _g(e["std"], 2)
-    return f"{_g(e['mean'], 4, True)} ± {spread} ({e['n']}) {e['verdict']}"
-
-
-def _failures(runs: Sequence[Mapping[str, Any]]) -> str:
-    bad = [r for r in runs if r.get("status") not in FINISHED]
-    if not bad:
-        return ""
-    return f"  [{len(bad)}/{len(runs)} failed: {bad[0].get('error')}]"
-
-
-def format_table(doc: Mapping[str, Any]) -> str:
-    objectives = doc["objectives"]
-    heads = [f"{k} ({d})" for k, d in objectives.items()]
-    width = max([30, *(len(h) + 2 for h in heads)])
-    mw = max([22, *(len(m) + 2 for m in doc["motifs"])])
-    line = lambda first, cells: (first.ljust(mw) + "".join(c.ljust(width) for c in cells)  # noqa: E731
-                                 ).rstrip()
-    out = [f"effect = variant - control: mean ± std (n seeds); worse/better: the variant "
-           f"against the control, when |mean| > {NOISE:g} std/sqrt(n), else within noise "
-           f"({doc['steps']} step{'s' if doc['steps'] != 1 else ''}, seeds {doc['seeds']})"]
-    for c in doc["candidates"]:
-        out += ["", f"{c['id']} (rank {c['rank']} by {', '.join(doc['ranked_by'])}), from "
-                f"{c['checkpoint']}", line("motif", heads)]
-        control = c["control"]["runs"]
-        means = []
-        for obj in objectives:
-            vals = [v for r in control if (v := _number((r.get("metrics") or {}).get(obj)))
-                    is not None]
-            means.append(_g(statistics.fmean(vals), 4) if vals else "not measured")
-        out.append(line("control (value)", means) + _failures(control))
-        for name, m in c["motifs"].items():
-            if not m["applies"]:
-                out.append(line(name, [f"n/a: {m['reason']}"]))
-                continue
-            cells = [_cell(m["effects"].get(obj)) for obj in objectives]
-            fresh = max((r.get("fresh") or 0 for r in m["runs"]), default=0)
-            note = f"  [{fresh} tensor(s) start fresh]" if fresh else ""
-            out.append(line(name, cells) + _failures(m["runs"]) + note)
-    if len(doc["candidates"]) > 1 and doc["pooled"]:
-        out += ["", f"pooled over {len(doc['candidates'])} candidates", line("motif", heads)]
-        for name, per in doc["pooled"].items():
-            out.append(line(name, [_cell(per.get(obj)) for obj in objectives]))
-    if doc.get("path"):
-        out += ["", f"wrote {doc['path']}"]
-    return "\n".join(out)

@@ -1,31 +1,30 @@
 """Candidates of a finished run as starting points: find one (in a run directory or a frontier
 JSON), with its run config and checkpoint, and export it as the seed of the next run.
 
-``open_source(path)`` reads a run directory (``frontier.json``, or the run's ``--out`` frontier
-recorded in ``run.db``; ``config.yaml``) or a frontier JSON file (its run config is the
-``config.yaml`` beside it unless ``--config`` names one). ``export_seed`` writes the run's
-resolved config with ``model`` replaced by the candidate's genome and, given a checkpoint path,
-the candidate's weights alone (no optimizer state), which the written config names as
-``train.init_checkpoint`` (an absolute path): every tensor of a run started from it, generation
-0's seed and mutants alike, starts from those weights where the names and shapes match.
+``open_source(path)`` reads a run directory through :class:`evotui.engine.rundir.RunDir` (its
+frontier, ``RUN_DIR/frontier.json`` or the run's ``--out``; ``config.yaml``) or a frontier JSON
+file (its run config is the ``config.yaml`` beside it unless ``--config`` names one).
+``export_seed`` writes the run's resolved config with ``model`` replaced by the candidate's
+genome and, given a checkpoint path, the candidate's weights alone (no optimizer state), which
+the written config names as ``train.init_checkpoint`` (an absolute path): every tensor of a run
+started from it, generation 0's seed and mutants alike, starts from those weights where the
+names and shapes match.
 
 Imports no torch at module level (the checkpoint export imports it when asked for).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evotui import atomic
 from evotui.dsl import ModelSpec, RunConfig, dump, load, parse, to_data
-from evotui.engine.store import CONFIG_NAME, DB_NAME, RunStore
+from evotui.engine.rundir import FRONTIER_NAME, RunDir, read_frontier
+from evotui.engine.store import CONFIG_NAME, RunStore
 from evotui.errors import UserError
 from evotui.lifecycle import FINISHED
-
-FRONTIER_NAME = "frontier.json"
 
 
 @dataclass
@@ -82,27 +81,22 @@ class Source:
         return parse(data, ModelSpec, source=f"{self.path} (candidate {entry.get('id')})")
 
     def checkpoint(self, entry: dict[str, Any]) -> Path | None:
-        """The candidate's checkpoint file, or None when there is none on disk. This run's
-        own ``checkpoints/`` comes first (a copied or moved run reads its own files, never the
-        original's), then the recorded path (a ``--checkpoint-dir`` outside the run; relative
-        to the run's directory)."""
-        raw = entry.get("checkpoint")
-        if not raw:
-            return None
-        p = Path(raw)
-        tries = [self.out_dir / "checkpoints" / p.name, p if p.is_absolute() else self.out_dir / p]
-        return next((t for t in tries if t.is_file()), None)
+        """The candidate's checkpoint file, or None when there is none on disk (see
+        :meth:`RunDir.checkpoint`; beside a frontier JSON, its directory is the run's)."""
+        return self.dir.checkpoint(entry.get("checkpoint"))
+
+    @property
+    def dir(self) -> RunDir:
+        return RunDir.open(self.run_dir) if self.run_dir is not None else RunDir(self.out_dir)
 
     def owned(self) -> list[Path]:
         """Files the run reads back (its store, config, exports, log, checkpoints): never an
         output of a command about it."""
-        files = [p for p in (self.frontier_path, self.config_path) if p is not None]
+        files = [p.resolve() for p in (self.frontier_path, self.config_path) if p is not None]
         if self.run_dir is not None:
-            files += [self.run_dir / name for name in
-                      (DB_NAME, CONFIG_NAME, FRONTIER_NAME, "lineage.json", "run.log")]
-            files += list((self.run_dir / "checkpoints").glob("*"))
-        files += [Path(e["checkpoint"]) for e in self.entries if e.get("checkpoint")]
-        return [f.resolve() for f in files]
+            files += self.dir.owned()
+        files += [Path(e["checkpoint"]).resolve() for e in self.entries if e.get("checkpoint")]
+        return files
 
 
 def open_source(path: Path, config: Path | None = None) -> Source:
@@ -112,42 +106,21 @@ def open_source(path: Path, config: Path | None = None) -> Source:
                                "frontier JSON", source=str(path))
     run_dir = None
     if path.is_dir():
-        frontier = path / FRONTIER_NAME
-        if (path / DB_NAME).is_file():
+        frontier_path = path / FRONTIER_NAME
+        if RunDir.is_run(path):
             run_dir = path
-            with RunStore.open(path, readonly=True) as store:
-                custom = (store.get_state("options") or {}).get("frontier_path")
-            if custom and not frontier.is_file():
-                frontier = Path(custom)
-        if not frontier.is_file():
+            frontier_path = RunDir.open(path).frontier_path
+        if not frontier_path.is_file():
             what = "no frontier.json yet" if run_dir else "not a run directory (no run.db)"
             raise UserError.single(f"{what}; give a run directory or a frontier JSON",
                                    source=str(path))
         default_config = path / CONFIG_NAME
     else:
-        frontier = path
+        frontier_path = path
         default_config = path.parent / CONFIG_NAME
-    entries, objectives = read_frontier(frontier)
-    return Source(path, entries, objectives, frontier, run_dir, config or default_config)
-
-
-def read_frontier(path: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """(entries, objectives) of a frontier JSON: ``{"objectives", "frontier": [...]}`` as
-    evotui writes it, or a bare list of entries."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError.single(f"cannot read it: {e}", source=str(path)) from None
-    except json.JSONDecodeError as e:
-        raise UserError.single(f"not valid JSON (line {e.lineno}: {e.msg}); give a frontier "
-                               "JSON written by evotui", source=str(path)) from None
-    entries = data.get("frontier") if isinstance(data, dict) else data
-    if not isinstance(entries, list) or not all(
-            isinstance(e, dict) and "id" in e for e in entries):
-        raise UserError.single("not a frontier JSON (expected a 'frontier' list of entries "
-                               "with an 'id')", path="frontier", source=str(path))
-    objectives = data.get("objectives") if isinstance(data, dict) else None
-    return entries, dict(objectives or {})
+    frontier = read_frontier(frontier_path)
+    return Source(path, frontier.entries, frontier.objectives, frontier_path, run_dir,
+                  config or default_config)
 
 
 @dataclass

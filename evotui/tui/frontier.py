@@ -3,7 +3,6 @@ objectives (``x`` / ``y`` pick them) with every finished candidate behind the fr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,17 +14,14 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual_plotext import PlotextPlot
 
+from evotui.engine.rundir import try_frontier
 from evotui.tui.cells import number, short
 
 
 def read_frontier(path: Path) -> list[dict[str, Any]]:
-    """The entries of ``frontier.json``; [] when there is none yet."""
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
-    entries = doc.get("frontier", []) if isinstance(doc, dict) else []
-    return [e for e in entries if isinstance(e, dict) and "id" in e]
+    """The entries of the run's frontier JSON; [] when there is none yet."""
+    frontier = try_frontier(path)
+    return frontier.entries if frontier is not None else []
 
 
 class FrontierScreen(Screen[None]):

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from evotui.commands.experiments import format_table
 from evotui.dsl import ModelSpec, manifest, to_data
 from evotui.model.lm import build_model
 from evotui.model.memory import Retro
-from evotui.post.ablate import Settings, ablate, format_table, ranking
+from evotui.post.ablate import Settings, ablate, ranking
 from evotui.post.seed import open_source
 from evotui.train import checkpoint as ckpt
 
@@ -243,7 +244,7 @@ def test_a_frontier_without_its_config(tiny_run, run_cli, tmp_path):
 
 
 def test_one_seed_measures_no_spread_and_noise_is_not_a_verdict():
-    from evotui.post.ablate import effect
+    from evotui.post.effects import effect
 
     one = effect([1.5], [0.1], "min")
     assert one["std"] is None and one["verdict"] == "one seed"

@@ -54,11 +54,10 @@ import sys
 from pathlib import Path
 
 import evotui.commands.tui, evotui.tui.app, evotui.tui.launch  # noqa: F401, E401
-from evotui.cli import default_config
-from evotui.engine.runner import RunFlags, open_run
+from evotui.engine.runner import DEFAULT_CONFIG, RunFlags, open_run
 
 engine, total = open_run(RunFlags(config=None, run_dir=Path(sys.argv[1]), device="cpu",
-                                  population=2), default_config())
+                                  population=2), DEFAULT_CONFIG)
 heavy = [m for m in ("torch", "evotui.train.trainer", "evotui.model") if m in sys.modules]
 sys.exit(f"imported {heavy}" if heavy else 0)
 """

@@ -1,27 +1,63 @@
-"""``evotui train``: one candidate with a progress bar; writes its checkpoint and metrics."""
+"""``evotui train``: one candidate with a progress bar; writes its checkpoint and metrics.
+
+torch, rich and the trainer load inside the command."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+from typing import Annotated
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+import typer
 
-from evotui import atomic
-from evotui.dsl import load
+from evotui.commands import run_flags as rf
 from evotui.errors import UserError
-from evotui.train.budget import steps_for
-from evotui.train.trainer import CandidateTrainer
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command("train")(train)
+
+
+def train(
+    config: Annotated[Path | None, typer.Argument(help="A YAML config (default: tiny).")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps (default: the "
+                                              "config's rung-1 budget).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: "
+                                             "runs/train-<model name>).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: train.seed).")] = None,
+    eval_batches: Annotated[int | None, typer.Option("--eval-batches", min=1)] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue from this checkpoint.")] = None,
+    data: rf.Data = "config",
+) -> None:
+    """Train one candidate: a progress bar, then its checkpoint and metrics.json."""
+    from evotui.engine.devices import single
+    from evotui.engine.runner import DEFAULT_CONFIG
+
+    train_one(config or DEFAULT_CONFIG, steps, single(device), out, seed, eval_batches, resume,
+              data)
 
 
 def train_one(config: Path, steps: int | None, device: str, out: Path | None,
-              seed: int | None, eval_batches: int | None, resume: Path | None) -> None:
+              seed: int | None, eval_batches: int | None, resume: Path | None,
+              data: str = "config") -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from evotui import jsonio
     from evotui.data import prepare
+    from evotui.dsl import load
+    from evotui.train.budget import steps_for, tokens_per_step
+    from evotui.train.trainer import CandidateTrainer
 
     console = Console(stderr=True)
     cfg = load(config)
+    if data not in ("config", "offline"):
+        raise UserError.single(f"unknown value {data!r}; use config or offline", path="--data")
+    if data == "offline":  # the embedded corpus, the model unchanged (evotui/data/offline.py)
+        from evotui.data import offline
+
+        cfg = offline(cfg)
     if eval_batches is not None:
         cfg.train.eval_batches = eval_batches
     ev = cfg.evolution
@@ -30,7 +66,8 @@ def train_one(config: Path, steps: int | None, device: str, out: Path | None,
     if resume is not None and not resume.is_file():
         raise UserError.single("no such checkpoint", path="--resume", source=str(resume))
     try:
-        dataset = prepare(cfg, progress=lambda msg: console.print(f"[dim]{msg}[/]"))
+        dataset = prepare(cfg, progress=lambda msg: console.print(f"[dim]{msg}[/]"),
+                          train_tokens=steps * tokens_per_step(cfg))  # this one's budget
     except UserError as e:
         e.source = e.source or str(config)
         raise
@@ -57,7 +94,7 @@ def train_one(config: Path, steps: int | None, device: str, out: Path | None,
         result = trainer.run(steps, total_steps=steps, rung=1)
     report = {"config": str(config), "device": device, "seed": trainer.seed,
               "inherited_tensors": result.inherited, **result.as_dict()}
-    atomic.write_text(out / "metrics.json", json.dumps(report, indent=1, default=_json) + "\n")
+    jsonio.write(out / "metrics.json", report, indent=1, default=str)
     for key in sorted(result.metrics):
         console.print(f"  {key:<22} {_fmt(result.metrics[key])}")
     console.print(f"{result.status}"
@@ -73,8 +110,3 @@ def _fmt(v: float) -> str:
         return f"{v:.4g}"
     return f"{v:.4f}" if isinstance(v, float) and not math.isnan(v) else str(v)
 
-
-def _json(o: object) -> object:
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    return str(o)

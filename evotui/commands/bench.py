@@ -1,0 +1,132 @@
+"""``evotui bench attention|train|engine``: timings and errors, as a table or JSON. (``bench
+tui`` lives with the app's commands.) Each benchmark loads torch inside its command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from evotui.errors import UserError
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    bench_app.command("attention")(bench_attention)
+    bench_app.command("train")(bench_train)
+    bench_app.command("engine")(bench_engine)
+
+
+def bench_attention(
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    seq_len: Annotated[int, typer.Option("--seq-len", min=16, help="Sequence length.")] = 2048,
+    window: Annotated[int, typer.Option(min=1, help="Window of the sparse patterns.")] = 192,
+    heads: Annotated[int, typer.Option(min=1)] = 8,
+    head_dim: Annotated[int, typer.Option("--head-dim", min=8)] = 64,
+    batch: Annotated[int, typer.Option(min=1)] = 1,
+    dtype: Annotated[
+        str | None, typer.Option(help="float32, bfloat16 or float16 (default: bf16 on CUDA).")
+    ] = None,
+    repeats: Annotated[int, typer.Option(min=1)] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Forward+backward time of each sparsity pattern on each attention backend, against
+    dense causal attention, with each backend's max error against the fp32 reference."""
+    from evotui.bench import attention
+    from evotui.engine.devices import single
+
+    if window > seq_len:
+        raise UserError.single(f"--window {window} exceeds --seq-len {seq_len}",
+                               path="--window")
+    try:
+        result = attention.run(single(device), seq_len, head_dim, heads, batch, dtype,
+                               window, repeats)
+    except ValueError as e:
+        raise UserError.single(str(e), path="--dtype") from None
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"attention fwd+bwd on {result['device']} ({result['device_name']}), "
+               f"{result['dtype']}, seq_len {seq_len}, {heads} heads of {head_dim}, "
+               f"batch {batch}, window {window}")
+    typer.echo(f"{'pattern':<13} {'backend':<10} {'ms':>9} {'vs dense':>9} {'density':>8} "
+               f"{'tiles':>6} {'max err':>9}")
+    for r in result["results"]:
+        typer.echo(f"{r['pattern']:<13} {r['backend']:<10} {r['ms']:>9.3f} "
+                   f"{r['vs_dense'] or 0:>9.3f} {r['density']:>8.3f} {r['tile_density']:>6.3f} "
+                   f"{r['max_err']:>9.2e}")
+
+
+def bench_train(
+    config: Annotated[list[Path] | None, typer.Option(
+        help="A config to measure (repeatable). Default: gpt2_124m, the scalehop seed and "
+        "tiny on CUDA; tiny on CPU.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    steps: Annotated[int, typer.Option(min=1, help="Timed optimizer steps.")] = 10,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed steps first.")] = 3,
+    compile_: Annotated[bool | None, typer.Option(
+        "--compile/--no-compile", help="torch.compile (default: the config's, on CUDA).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", min=8)] = None,
+    optimizer_steps: Annotated[int, typer.Option(
+        "--optimizer-steps", min=1, help="Steps of the Lion / Muon / AdamW comparison.")] = 60,
+    attention: Annotated[bool, typer.Option(
+        "--attention/--no-attention", help="Also time plain (materialised) attention.")] = True,
+    optimizers: Annotated[bool, typer.Option(
+        "--optimizers/--no-optimizers", help="Compare Lion and Muon with AdamW on tiny.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Training tokens/s, MFU and peak memory per config; fast versus plain attention; Lion
+    and Muon against AdamW."""
+    from evotui.bench import train as bench
+    from evotui.engine.devices import single
+
+    dev = single(device)
+    result = bench.run(config, dev, steps, warmup, compile_, batch_size, seq_len,
+                       optimizer_steps, attention, optimizers)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"training throughput on {result['device']} (torch {result['torch']})")
+    for r in result["runs"]:
+        f = r["fast"]
+        mfu = f"{f['mfu']:.1%}" if f["mfu"] is not None else "n/a"
+        line = (f"  {r['name']:<28} {f['tokens_per_s']:>12,.0f} tok/s  step {f['step_ms']:.1f} "
+                f"ms  MFU {mfu}  peak {f['peak_mem_mb']:,.0f} MiB")
+        if "plain" in r:
+            line += f"  (x{r['fast_vs_plain']:.2f} vs plain attention)"
+        typer.echo(line)
+    if "optimizers" in result:
+        o = result["optimizers"]
+        typer.echo(f"optimizers on {o['config']}, {o['steps']} steps (held-out loss):")
+        for name in ("adamw", "lion", "muon"):
+            typer.echo(f"  {name:<6} {o[name]['heldout_loss']}  ({o[name]['status']})")
+
+
+def bench_engine(
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    population: Annotated[int, typer.Option(min=2)] = 4,
+    generations: Annotated[int, typer.Option(min=1)] = 1,
+    steps: Annotated[int, typer.Option(min=2, help="Full budget (rung 2) in steps.")] = 20,
+    eval_batches: Annotated[int, typer.Option("--eval-batches", min=1)] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Where worker wall time goes on a small search (training steps, measurement, setup,
+    checkpoints, the rest), and how long a slot sits idle between candidates."""
+    from evotui.bench import engine as bench
+    from evotui.engine.devices import single
+
+    result = bench.run(single(device), population, generations, steps,
+                       eval_batches=eval_batches)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    idle = result["slot_idle_between_candidates_s"]
+    shares = ", ".join(f"{k} {v:.1%}" for k, v in result["fractions"].items())
+    typer.echo(f"{result['jobs']} worker jobs on {device}: {result['worker_wall_s']} s in "
+               f"workers ({shares}); not in training steps {result['not_training_fraction']:.1%}"
+               f", overhead beyond training and measurement {result['overhead_fraction']:.1%}; "
+               f"slot idle between candidates: median {idle['median']} s, max {idle['max']} s;"
+               f" run wall {result['run_wall_s']} s")

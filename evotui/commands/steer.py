@@ -1,0 +1,90 @@
+"""Reading and steering a run from another terminal: ``evotui status``, ``evotui frontier``,
+``evotui pause|resume|kill``. They read the run through :class:`evotui.engine.rundir.RunDir`
+and write only the store's commands table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from evotui.commands.common import JsonOpt, RunDirArg
+from evotui.errors import UserError
+
+QueueOpt = Annotated[bool, typer.Option(
+    "--queue", help="On a stopped run, leave the command for the next --resume.")]
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command("status")(status)
+    app.command("frontier")(frontier)
+    app.command("pause")(pause)
+    app.command("resume")(resume)
+    app.command("kill")(kill)
+
+
+def status(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
+    """What a run is doing: counts per status, running candidates, best so far."""
+    from evotui.engine.rundir import RunDir
+
+    s = RunDir.open(run_dir).summary()
+    if as_json:
+        typer.echo(json.dumps(s, default=str))
+        return
+    typer.echo(json.dumps(s, indent=1, default=str))
+
+
+def frontier(source: Annotated[Path, typer.Argument(help="A run directory or frontier JSON.")],
+             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The Pareto frontier of a run (its --out file, if it was started with one)."""
+    from evotui.engine.rundir import FRONTIER_NAME, RunDir, read_frontier
+
+    if RunDir.is_run(source):
+        path = RunDir.open(source).frontier_path
+    else:
+        path = source / FRONTIER_NAME if source.is_dir() else source
+    if not path.is_file():
+        raise UserError.single("no frontier.json here yet", source=str(source))
+    front = read_frontier(path)
+    if as_json:
+        typer.echo(json.dumps(front.doc))
+        return
+    typer.echo(f"{len(front.entries)} candidate(s) on the frontier of {source}")
+    for e in front.entries:
+        metrics = e.get("metrics") or {}
+        shown = ", ".join(f"{k} {metrics.get(k, float('nan')):.4g}" for k in front.objectives)
+        typer.echo(f"  {e['id']:<8} gen {e.get('generation', '?'):<3} rung {e.get('rung', '?')}"
+                   f"  {shown}")
+
+
+def _command(run_dir: Path, candidate: str, action: str, queue: bool = False) -> None:
+    from evotui.engine import integrity
+    from evotui.engine.store import RunStore
+
+    integrity.check_name(candidate, "candidate")
+    store = RunStore.open(run_dir)
+    if not queue and integrity.engine_stopped(store):
+        raise UserError.single(f"the run is stopped (no engine is running it), so nothing was "
+                               f"sent; `evotui run --resume {run_dir}` continues it, and "
+                               f"--queue leaves the {action} for that", source=str(run_dir))
+    cid = store.request(candidate, action)
+    when = ("the engine acts within about two seconds" if not queue or integrity.engine_alive(
+        store) else "queued: the engine acts on it when the run is resumed")
+    typer.echo(f"{action} {candidate}: requested (command {cid}); {when}")
+
+
+def pause(run_dir: RunDirArg, candidate: str, queue: QueueOpt = False) -> None:
+    """Pause a candidate: it checkpoints at its next step and frees its slot."""
+    _command(run_dir, candidate, "pause", queue)
+
+
+def resume(run_dir: RunDirArg, candidate: str, queue: QueueOpt = False) -> None:
+    """Resume a paused candidate from its checkpoint."""
+    _command(run_dir, candidate, "resume", queue)
+
+
+def kill(run_dir: RunDirArg, candidate: str, queue: QueueOpt = False) -> None:
+    """Kill a candidate: it stops, is marked killed and never becomes a parent."""
+    _command(run_dir, candidate, "kill", queue)
