@@ -115,6 +115,36 @@ CASES = [
      "    - {type: gated, targets: [attn, memory], init_weight: 0.1, learnable: true}\n",
      BASE + attn(4, 16, 2) + D + 2 * 16 * D + 2 * D,  # retro norm, wv, wo; two gates
      lambda m: m.blocks[0].extras[1].targets == ["attn", "retro"]),
+    ("alibi_is_kept",
+     "  blocks:\n  - attn: {kind: MHA, heads: 4, head_dim: 16, rope: null, alibi: true}\n",
+     BASE + attn(4, 16, 4),
+     lambda m: m.blocks[0].attn.alibi is True),
+    ("linear_attention",
+     "  blocks:\n  - attn: {kind: LINEAR, heads: 4, head_dim: 16, rope: null, "
+     "linear_feature_map: elu}\n",
+     BASE + attn(4, 16, 4),
+     lambda m: (m.blocks[0].attn.kind, m.blocks[0].attn.chunk) == ("LINEAR", 64)),
+    ("linear_with_a_window_was_softmax",
+     "  blocks:\n  - attn: {kind: LINEAR, heads: 4, head_dim: 16, rope: null, "
+     "sparsity: sliding, sw: 8}\n",
+     BASE + attn(4, 16, 4),
+     lambda m: (m.blocks[0].attn.kind, m.blocks[0].attn.sw) == ("GQA", 9)),
+    ("mla_latent",
+     "  blocks:\n  - attn: {kind: MLA, heads: 4, head_dim: 16, rope: null, kv_latent_dim: 32, "
+     "kv_groups: 2}\n",
+     BASE + D + 4 * 16 * D + 32 * D + 32 + 4 * 2 * 16 * 32 + D * 4 * 16,
+     lambda m: (m.blocks[0].attn.kv_latent, m.blocks[0].attn.kv_groups) == (32, 1)),
+    ("output_gating_is_a_channel_gate",
+     "  blocks:\n  - attn: {kind: MHA, heads: 4, head_dim: 16, rope: null, "
+     "gating_pos: output, gating_op: dense}\n",
+     BASE + attn(4, 16, 4) + 4 * 16 * D,
+     lambda m: m.blocks[0].attn.gate == "channel"),
+    ("dsa_selector_gets_an_indexer",
+     "  blocks:\n  - attn: {kind: MHA, heads: 4, head_dim: 16, rope: null, selector: dsa, "
+     "selector_topk: 8, selector_heads: 2, selector_dim: 8, selector_rope: partial, "
+     "selector_detach: true}\n",
+     BASE + attn(4, 16, 4) + 2 * 8 * D + 8 * D + 2 * D,
+     lambda m: (m.blocks[0].attn.key_select.topk, m.blocks[0].attn.key_select.window) == (8, 1)),
 ]
 
 
@@ -145,6 +175,10 @@ REFUSED = [
      "rope_factor: 4.0}", "attn.rope_factor", "real YaRN"),
     ("attention_output_dropout", "attn: {kind: MHA, heads: 4, head_dim: 16, dropout: 0.1}",
      "attn.dropout", "output projection"),
+    ("value_gating", "attn: {kind: MHA, heads: 4, head_dim: 16, gating_pos: value}",
+     "attn.gating_pos", "G2"),
+    ("selector_on_local_global", "attn: {kind: MHA, heads: 4, head_dim: 16, selector: dsa, "
+     "sparsity: local_global, sw: 8, global_stride: 4}", "attn.selector", "widened"),
     ("stencil", "attn: {kind: MHA, heads: 4, head_dim: 16, stencil: {kind: ring, block: 8}}",
      "attn.stencil", "never built"),
     ("frozen_router_bias", "ffn: {type: moe, hidden: 32, n_experts: 4, k: 2, "

@@ -29,7 +29,7 @@ DIALECT_NOTE = "dialect: read as the earlier system's dialect"
 MARKERS = {
     "model": ("kv_policy", "macro"),
     "emb": ("rope",),
-    "attn": ("causal", "alibi", "linear_feature_map", "kv_latent_dim", "qk_norm_max",
+    "attn": ("causal", "linear_feature_map", "kv_latent_dim", "qk_norm_max",
              "gating_pos", "gating_op", "gated", "selector", "selector_topk", "selector_heads",
              "selector_dim", "selector_rope", "selector_detach", "stencil", "softmax",
              "projection", "value_glu", "sliding_window"),

@@ -90,10 +90,12 @@ def _attn(raw: dict[str, Any], loc: tuple[Any, ...], r: _Reader,
     if "kind" not in a:
         a["kind"] = "MHA"
         r.note((*loc, "kind"), "missing: the earlier default MHA")
-    kind = str(a["kind"]).upper()
+    kind = a["kind"] = str(a["kind"]).upper()
     heads = a.get("heads")
-    if kind in ("LINEAR", "MLA"):
-        raise r.refuse((*loc, "kind"), f"{kind} is not built yet by evotui; use MHA, GQA or MQA")
+    if kind == "LINEAR":
+        kind = _linear(a, loc, r)
+    if kind == "MLA":
+        _mla(a, loc, r)
     if a.get("kv_groups") is None and kind == "GQA" and isinstance(heads, int):
         groups = max(1, heads // 4)
         if heads % groups:
@@ -109,29 +111,79 @@ def _attn(raw: dict[str, Any], loc: tuple[Any, ...], r: _Reader,
     _pattern(a, loc, r, seq_len)
     _pop_neutral(a, "dropout", loc, r, "the earlier attention dropout acted on the output "
                  "projection, evotui's on the attention probabilities; set 0")
-    _pop_neutral(a, "alibi", loc, r, "ALiBi is not built yet by evotui; remove it")
+    if a.get("alibi") is not True:
+        a.pop("alibi", None)
     if _neutral(a.get("linear_feature_map")) or a.get("linear_feature_map") == "elu":
         a.pop("linear_feature_map", None)
     _pop_neutral(a, "kv_latent_dim", loc, r, "applies to kind MLA only; remove it")
     _pop_neutral(a, "qk_norm_max", loc, r, "rescaled the whole attention input (q, k and v) "
                  "to a norm bound, which is not QK-norm and evotui does not build; remove it")
     gating = a.pop("gating_pos", None)
-    a.pop("gating_op", None) if _neutral(gating) else None
+    a.pop("gating_op", None)  # dense or diagonal: evotui's gate is its own projection
     if a.get("gated") is True:
         gating = "output"
     a.pop("gated", None)
-    if not _neutral(gating):
-        raise r.refuse((*loc, "gating_pos"), "attention gating is not built yet by evotui; "
-                       "remove it")
-    selector = a.pop("selector", None)
-    for key in [k for k in a if k.startswith("selector_")]:
-        del a[key]
-    if not _neutral(selector):
-        raise r.refuse((*loc, "selector"), "a top-k key selector is not built yet by evotui; "
-                       "remove it")
+    if gating == "output":
+        a["gate"] = "channel"
+        r.note((*loc, "gating_pos"), "output -> gate: channel; the earlier gate was computed "
+               "from the rotated query, evotui's from the block input (Qwen's G1)")
+    elif not _neutral(gating):
+        raise r.refuse((*loc, "gating_pos"), f"{gating}: gating the values (G2) is not built "
+                       "by evotui; use output")
+    _selector(a, loc, r)
     for key in ("stencil", "softmax", "projection", "value_glu"):
         _pop_neutral(a, key, loc, r, f"not supported: {NEVER_BUILT}; remove it")
     return a
+
+
+def _linear(a: dict[str, Any], loc: tuple[Any, ...], r: _Reader) -> str:
+    """The earlier LINEAR fell back to softmax attention when any of these was set."""
+    softmax = [k for k in ("selector", "sparsity", "sw", "sliding_window", "alibi")
+               if not _neutral(a.get(k))]
+    if softmax:
+        a["kind"] = "GQA"
+        r.note((*loc, "kind"), f"LINEAR with {softmax[0]} set was softmax attention in the "
+               "earlier system: read as GQA")
+        return "GQA"
+    return "LINEAR"
+
+
+def _mla(a: dict[str, Any], loc: tuple[Any, ...], r: _Reader) -> None:
+    latent = a.pop("kv_latent_dim", None)
+    if latent is None:
+        raise r.refuse((*loc, "kv_latent_dim"), "kind MLA needs it (the earlier static check "
+                       "did too)")
+    a["kv_latent"] = latent
+    if a.pop("kv_groups", None) not in (None, 1):
+        r.note((*loc, "kv_groups"), "dropped: evotui's MLA up-projects keys and values for "
+               "every head from the latent (the cache is the latent)")
+    r.note((*loc, "kind"), "MLA: the earlier one rotated the up-projected keys; evotui's "
+           "carries position in a decoupled rope_dim part and caches the latent, as published")
+
+
+def _selector(a: dict[str, Any], loc: tuple[Any, ...], r: _Reader) -> None:
+    selector = a.pop("selector", None)
+    knobs = {k: a.pop(k) for k in [k for k in a if k.startswith("selector_")]}
+    if _neutral(selector):
+        return
+    if selector != "dsa":
+        raise r.refuse((*loc, "selector"), f"{selector!r} is unknown; the earlier dialect had "
+                       "none and dsa")
+    sparsity = a.get("sparsity", "none")
+    if sparsity not in ("none", "sliding"):
+        raise r.refuse((*loc, "selector"), f"the earlier selector widened the {sparsity} mask; "
+                       "evotui's keeps a local window and its top-k only (use sparsity none or "
+                       "sliding)")
+    window = a.pop("sw", 1) if sparsity == "sliding" else 1
+    a.pop("sparsity", None)
+    sel: dict[str, Any] = {"topk": knobs.get("selector_topk") or 64, "window": window,
+                           "heads": knobs.get("selector_heads") or 1}
+    hd = a.get("head_dim", 64)
+    sel["dim"] = knobs.get("selector_dim") or min(hd, 32)
+    a["key_select"] = sel
+    r.note((*loc, "selector"), "dsa -> key_select: the earlier selector scored keys with the "
+           "attention's own q and k and had no trained indexer; evotui's indexer has its own "
+           "weights, distilled from the attention scores")
 
 
 def _rope(a: dict[str, Any], loc: tuple[Any, ...], r: _Reader) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evotui.dsl import components
+from evotui.dsl.attn_cost import attn_cost, attn_shapes
 from evotui.dsl.model import (
     BlockSpec,
     CustomExtra,
@@ -24,6 +25,7 @@ from evotui.dsl.model import (
     MoEFFN,
     RetroExtra,
 )
+from evotui.dsl.patterns import Pattern
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,7 @@ def block_manifest(b: BlockSpec, p: str, d: int, norm: str) -> dict[str, Tensor]
     if b.attn is not None:
         a = b.attn
         out |= norm_shapes(f"{p}.attn_norm", d, norm)
-        out[f"{p}.attn.wq.weight"] = Tensor((a.heads * a.head_dim, d))
-        out[f"{p}.attn.wk.weight"] = Tensor((a.kv_heads * a.head_dim, d))
-        out[f"{p}.attn.wv.weight"] = Tensor((a.kv_heads * a.head_dim, d))
-        out[f"{p}.attn.wo.weight"] = Tensor((d, a.heads * a.head_dim))
+        out |= {n: Tensor(shape) for n, shape in attn_shapes(a, f"{p}.attn", d).items()}
     if b.ssm is not None:
         s = b.ssm
         inner, nh, conv = ssm_dims(s, d)
@@ -201,14 +200,13 @@ def estimate(spec: ModelSpec, seq_len: int, cache_dtype_bytes: int = 2) -> Estim
         row: dict[str, Any] = {"index": i, "branches": b.branches(), "loops": loops}
         if b.attn is not None:
             a = b.attn
-            pat = a.pattern()
-            keys = pat.keys_per_query(seq_len)
-            f += 12 * a.heads * a.head_dim * keys
-            per_token = 2 * a.kv_heads * a.head_dim * cache_dtype_bytes
-            kv_bytes += per_token * loops
-            cache += per_token * pat.retained_keys(seq_len) * loops
-            row |= {"pattern": a.sparsity, "density": round(pat.density(seq_len), 4),
-                    "keys_per_query": round(keys, 2)}
+            cost = attn_cost(a, seq_len, cache_dtype_bytes)
+            f += cost.flops
+            kv_bytes += cost.kv_bytes * loops
+            cache += cost.cache * loops
+            density = cost.keys / Pattern("none").keys_per_query(seq_len)
+            row |= {"kind": a.kind, "pattern": a.sparsity if a.softmax else "linear",
+                    "density": round(min(1.0, density), 4), "keys_per_query": round(cost.keys, 2)}
         if b.ssm is not None:
             s = b.ssm
             inner, nh, conv = ssm_dims(s, d)
