@@ -193,3 +193,22 @@ def test_strict_json_and_the_finite_helper(tmp_path):
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": [1.0, None],
                                                              "b": [None, {"c": 2}], "d": "x"}
     assert jsonio.read(tmp_path / "missing.json") is None
+
+
+def test_every_command_lives_under_commands():
+    import typer.main
+
+    from evotui.cli import app
+
+    def walk(group, path=()):
+        for name, cmd in group.commands.items():
+            if hasattr(cmd, "commands"):  # a group (of Typer's own copy of click)
+                yield from walk(cmd, (*path, name))
+            else:
+                yield " ".join((*path, name)), cmd.callback
+
+    found = dict(walk(typer.main.get_command(app)))
+    assert {"run", "tui", "frontier", "ablate", "bench engine"} <= set(found)
+    for name, callback in found.items():
+        module = getattr(callback, "__wrapped__", callback).__module__
+        assert module.startswith("evotui.commands."), (name, module)

@@ -95,6 +95,7 @@ def fit_scaling(
 ) -> None:
     """Fit loss against parameters and tokens (Chinchilla form, bootstrap intervals) and
     throughput against width over the finished candidates; print a 1.5B / 3B / 8B recipe."""
+    from evotui import jsonio
     from evotui.analysis import fit_scaling as fs
 
     doc, fit, tp, points = fs.analyse(sources, bootstrap, seed, fresh_only)
@@ -104,7 +105,7 @@ def fit_scaling(
         written = fs.write(doc, fit, tp, points, out)
         doc["written"] = [str(p) for p in written]
     if as_json:
-        typer.echo(json.dumps(doc, allow_nan=False))
+        typer.echo(jsonio.dumps(doc))
         return
     typer.echo(fs.as_text(doc))
     if out is not None:
