@@ -89,7 +89,8 @@ def ls(cache_dir: CacheDir = None, as_json: AsJson = False) -> None:
         state = "" if r.get("exhausted") else "+"
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["used"])) if r["used"] \
             else "never"
-        typer.echo(f"{r['key'][:48]:<48} {r['source'][:40]:<40} {str(rev)[:10]:<10} "
+        src = r["source"] if len(r["source"]) <= 40 else "..." + r["source"][-37:]
+        typer.echo(f"{r['key'][:48]:<48} {src:<40} {str(rev)[:10]:<10} "
                    f"{r['tokenizer'][:10]:<10} {r['n_tokens']:>13,}{state or ' '} "
                    f"{_size(r['size']):>9}  {used}")
     typer.echo("+: more of the source remains (a larger budget extends the cache)")

@@ -45,9 +45,7 @@ def prepare_run(cfg: RunConfig, train_tokens: int | None,
         return cfg
     console = Console(stderr=True)
     with BuildBars(console) as bars:
-        prepare(cfg, cache_dir, lambda m: bars.bars.console.print(f"[dim]{m}[/]",
-                                                                   highlight=False),
-                workers=workers, on_build=bars)
+        prepare(cfg, cache_dir, bars.say, workers=workers, on_build=bars)
     return cfg
 
 

@@ -54,6 +54,7 @@ class Source:
     kind: str
     revision: str | None = None
     budget: int | None = None
+    commit: str | None = None  # the revision's commit on the Hub, once checked online
 
     @property
     def name(self) -> str:
@@ -89,8 +90,8 @@ class Source:
                            for f in folder.rglob("*") if f.is_file())
             return {"hub": name, "config": s.config, "split": s.split, "files": files,
                     "text_field": s.text_field}
-        return {"hub": name, "config": s.config, "split": s.split, "revision": self.revision,
-                "text_field": s.text_field}
+        return {"hub": name, "config": s.config, "split": s.split,
+                "revision": self.commit or self.revision, "text_field": s.text_field}
 
     def check(self) -> None:
         """Raise :class:`UserError` (one line) unless documents can be read from the source."""
@@ -146,6 +147,8 @@ class Source:
                 else:
                     rows = datasets.load_dataset(s.name, s.config, split=s.split,
                                                  revision=self.revision, streaming=True)
+                    if not local:
+                        self.commit = _commit_of(str(s.name), self.revision)
                 columns = _columns(rows)
         except Exception as e:  # offline, unknown name, script, gated, bad config or split
             raise self.fail(_hub_problem(e, offline and not local, s.split, s.config)) from None
@@ -233,6 +236,17 @@ def _hub_problem(e: BaseException, offline: bool, split: str, config: str | None
     if offline and isinstance(e, ConnectionError | FileNotFoundError):
         text = "not in the local Hugging Face cache and the Hub is not reachable"
     return f"cannot be loaded: {text}; {HUB_FIX}"
+
+
+def _commit_of(name: str, revision: str | None) -> str | None:
+    """The commit a branch or tag names now (so the cache of ``main`` is not extended with
+    documents of a later commit); None when the Hub does not say."""
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(name, revision=revision).sha
+    except Exception:  # noqa: BLE001 - the identity falls back to the revision's name
+        return None
 
 
 def _has_token() -> bool:
