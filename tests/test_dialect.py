@@ -145,6 +145,34 @@ CASES = [
      "selector_detach: true}\n",
      BASE + attn(4, 16, 4) + 2 * 8 * D + 8 * D + 2 * D,
      lambda m: (m.blocks[0].attn.key_select.topk, m.blocks[0].attn.key_select.window) == (8, 1)),
+    ("assoc_memory",
+     "  blocks:\n  - attn: " + PLAIN_ATTN + "\n    extras:\n    - {type: assoc_memory, heads: 2, "
+     "head_dim: 8, feature_map: elu, dropout: 0.0, gating_weight: 0.1}\n",
+     BASE + attn(4, 16, 2) + D + 4 * 16 * D,
+     lambda m: m.blocks[0].extras[0].gating_weight == 0.1),
+    ("memory_tokens",
+     "  blocks:\n  - attn: " + PLAIN_ATTN + "\n    extras:\n    - {type: memory_tokens, "
+     "tokens: 4, heads: 2, head_dim: 8, dropout: 0.0, init_std: 0.02, gating_weight: 0.1}\n",
+     BASE + attn(4, 16, 2) + D + 2 * 16 * D + 2 * 4 * 16,
+     lambda m: m.blocks[0].extras[0].tokens == 4),
+    ("chunk_memory_chunk_size",
+     "  blocks:\n  - attn: " + PLAIN_ATTN + "\n    extras:\n    - {type: chunk_memory, "
+     "chunk_size: 8, stride: null, heads: 2, head_dim: 8, dropout: 0.0}\n",
+     BASE + attn(4, 16, 2) + D + 4 * 16 * D,
+     lambda m: (m.blocks[0].extras[0].chunk, m.blocks[0].extras[0].stride) == (8, 8)),
+    ("layer_scale",
+     "  blocks:\n  - attn: " + PLAIN_ATTN + "\n    ffn: {type: dense, hidden: 32}\n"
+     "    extras:\n    - {type: layer_scale, targets: [attn, ffn], init: 1.0e-5, "
+     "learnable: true}\n",
+     BASE + attn(4, 16, 2) + D + swiglu(32) + 2 * D,
+     lambda m: m.blocks[0].extras[0].init == 1e-5),
+    ("branch_router_token_over_present_branches",
+     "  blocks:\n  - attn: " + PLAIN_ATTN + "\n    ffn: {type: dense, hidden: 32}\n"
+     "    extras:\n    - {type: retro, memory_tokens: 32, stride: 16, aggregator: mean}\n"
+     "    - {type: branch_router, targets: [attn, ffn, ssm, memory], router_type: token, "
+     "hidden: null, dropout: 0.0, temperature: 1.0}\n",
+     BASE + attn(4, 16, 2) + D + swiglu(32) + D + 2 * 16 * D + D + 3 * D,
+     lambda m: m.blocks[0].extras[1].targets == ["attn", "ffn", "retro"]),
 ]
 
 
@@ -179,6 +207,11 @@ REFUSED = [
      "attn.gating_pos", "G2"),
     ("selector_on_local_global", "attn: {kind: MHA, heads: 4, head_dim: 16, selector: dsa, "
      "sparsity: local_global, sw: 8, global_stride: 4}", "attn.selector", "widened"),
+    ("sequence_router", "attn: {kind: MHA, heads: 4, head_dim: 16}\n    ffn: {hidden: 8}\n"
+     "    extras: [{type: branch_router, targets: [attn, ffn], router_type: sequence}]",
+     "extras[0].router_type", "future"),
+    ("feedback", "attn: {kind: MHA, heads: 4, head_dim: 16}\n    extras: [{type: feedback}]",
+     "extras[0].type", "recurrence"),
     ("stencil", "attn: {kind: MHA, heads: 4, head_dim: 16, stencil: {kind: ring, block: 8}}",
      "attn.stencil", "never built"),
     ("frozen_router_bias", "ffn: {type: moe, hidden: 32, n_experts: 4, k: 2, "

@@ -149,3 +149,63 @@ def translate(data: Any, lines: dict[tuple[Any, ...], int] | None = None,
         top.note(("evolution",), f"{', '.join(dropped)} dropped (the earlier system ignored "
                  "them too: its orchestrator used its own defaults)")
     return out
+
+
+def _drop_nulls(d: dict[str, Any], keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None or (keys is not None and k not in keys)}
+
+
+def _recurrences(raw: Any, n_blocks: int, r: _Reader) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    taken: list[tuple[int, int]] = []
+    for i, rec in enumerate(raw if isinstance(raw, list) else []):
+        if not isinstance(rec, dict):
+            out.append(rec)
+            continue
+        loc = ("recurrences", i)
+        x = _drop_nulls(rec)
+        start, end = x.get("start"), x.get("end")
+        if not isinstance(start, int) or not isinstance(end, int):
+            out.append(x)  # validation names the missing field
+            continue
+        if end <= start:
+            raise r.refuse((*loc, "end"), f"the earlier span [{start}, {end}) holds no block "
+                           "(end is exclusive there); remove the loop")
+        if start >= n_blocks or any(start < e2 and s2 < end for s2, e2 in taken):
+            r.note(loc, "dropped: it never ran in the earlier system (it starts past the last "
+                   "block or overlaps an earlier loop)")
+            continue
+        last = min(end, n_blocks) - 1
+        r.note((*loc, "end"), f"{end} (exclusive) -> {last} (evotui's end is inclusive)")
+        taken.append((start, last + 1))
+        y: dict[str, Any] = {"start": start, "end": last}
+        if x.get("adapter", "linear") != "linear":
+            raise r.refuse((*loc, "adapter"), f"{x['adapter']!r} is not built by evotui; "
+                           "use linear")
+        y["concat_prelude"] = x.get("concat_prelude", True)
+        y["adapter"] = "linear"
+        if not y["concat_prelude"]:
+            r.note((*loc, "concat_prelude"), "false made the earlier loop discard its input (its "
+                   "logits did not depend on the tokens); evotui's loop starts from the span "
+                   "input and feeds its state back through the adapter")
+        if "init_state" in x or "noise_std" in x:
+            r.note((*loc, "init_state"), "dropped: evotui's first loop starts from the span "
+                   "input, not from zeros or noise")
+        lo, hi = x.get("train_recurrence", 1), x.get("max_train_recurrence", 4)
+        hi = max(lo, hi)
+        y["train_recurrence"] = hi
+        y["curriculum_fraction"] = x.get("curriculum_fraction", 0.25)
+        if lo > 1 and y["curriculum_fraction"] > 0:
+            r.note((*loc, "train_recurrence"), f"the earlier loop count ramped {lo} -> {hi}; "
+                   f"evotui's ramps 1 -> {hi} over the same fraction")
+        tests = x.get("test_recurrences", [1, 2, 4, 8]) if not taken[:-1] else []
+        if taken[:-1] and x.get("test_recurrences"):
+            r.note((*loc, "test_recurrences"), "dropped: the earlier system read only the first "
+                   "loop's list")
+        y["test_recurrences"] = [t for t in tests if t != hi]
+        if hi == 1 and not y["test_recurrences"]:
+            r.note(loc, "dropped: one loop and nothing to evaluate is no recurrence")
+            taken.pop()
+            continue
+        out.append(y)
+    return out

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from evotui.dsl.dialect import _blocks, _dict, _neutral, _Reader
+from evotui.dsl.dialect import _blocks, _dict, _drop_nulls, _neutral, _Reader, _recurrences
 
 EARLIER_ROPE_THETA = 10000.0
 SCALED = ("linear", "ntk", "yarn")
 WINDOWED = ("sliding", "local_global", "local_block")
 NEVER_BUILT = "the earlier system parsed it but never built it, and evotui has no equivalent"
-
-
-def _drop_nulls(d: dict[str, Any], keys: tuple[str, ...] | None = None) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if v is not None or (keys is not None and k not in keys)}
 
 
 def translate_model(model: dict[str, Any], r: _Reader, seq_len: int | None,
@@ -63,8 +59,10 @@ def _block(b: dict[str, Any], i: int, r: _Reader, seq_len: int | None,
     if isinstance(out.get("ssm"), dict):
         out["ssm"] = _ssm(out["ssm"], (*loc, "ssm"), r)
     if isinstance(out.get("extras"), list):
-        out["extras"] = [_extra(e, (*loc, "extras", j), r) if isinstance(e, dict) else e
-                         for j, e in enumerate(out["extras"])]
+        present = _block_branches(out)
+        extras = [_extra(e, (*loc, "extras", j), r, present) if isinstance(e, dict) else e
+                  for j, e in enumerate(out["extras"])]
+        out["extras"] = [e for e in extras if e is not None]
         if not out["extras"]:
             del out["extras"]
     return out
@@ -285,72 +283,62 @@ def _ssm(raw: dict[str, Any], loc: tuple[Any, ...], r: _Reader) -> dict[str, Any
     return s
 
 
-def _extra(raw: dict[str, Any], loc: tuple[Any, ...], r: _Reader) -> dict[str, Any]:
+MEMORY_KINDS = ("retro", "assoc_memory", "memory_tokens", "chunk_memory")
+
+
+def _block_branches(b: dict[str, Any]) -> list[str]:
+    out = [k for k in ("attn", "ssm", "ffn") if isinstance(b.get(k), dict)]
+    extras = b.get("extras")
+    for e in extras if isinstance(extras, list) else []:
+        if isinstance(e, dict) and e.get("type") not in ("gated", "layer_scale", "branch_router"):
+            out.append(e.get("type"))
+    return out
+
+
+def _targets(e: dict[str, Any], present: list[str]) -> list[str]:
+    """The earlier target ``memory`` stands for every memory extra of the block."""
+    out: list[str] = []
+    for t in e.get("targets") or []:
+        out += [m for m in present if m in MEMORY_KINDS] if t == "memory" else [t]
+    return list(dict.fromkeys(out))
+
+
+def _extra(raw: dict[str, Any], loc: tuple[Any, ...], r: _Reader,
+           present: list[str]) -> dict[str, Any] | None:
     e = _drop_nulls(raw)
     kind = e.get("type")
-    if kind in ("assoc_memory", "memory_tokens", "chunk_memory", "branch_router",
-                "layer_scale", "feedback"):
-        raise r.refuse((*loc, "type"), f"extra {kind!r} is not built yet by evotui; remove it")
+    if kind == "feedback":
+        raise r.refuse((*loc, "type"), "the earlier 'feedback' extra was an ungated MLP "
+                       "(feedback_gate) with no feedback; use gated or a recurrence")
+    if kind in ("assoc_memory", "memory_tokens", "chunk_memory", "branch_router"):
+        _pop_neutral(e, "dropout", loc, r, "evotui's memory extras have no dropout; set 0")
+    if kind == "assoc_memory" and e.get("feature_map", "elu") == "elu":
+        e.pop("feature_map", None)
+    if kind == "memory_tokens" and "init_std" in e:
+        del e["init_std"]
+        r.note((*loc, "init_std"), "dropped: evotui initialises the slots at emb.init_std")
+    if kind == "chunk_memory" and "chunk_size" in e:
+        e["chunk"] = e.pop("chunk_size")
     if kind == "retro":
         r.note((), "retro: the earlier retro was a parameter-free moving average; evotui builds "
                "a causal memory over earlier chunk summaries")
-    if kind == "gated" and isinstance(e.get("targets"), list):
-        e["targets"] = list(dict.fromkeys("retro" if t == "memory" else t for t in e["targets"]))
+    if kind in ("gated", "layer_scale", "branch_router") and isinstance(e.get("targets"), list):
+        e["targets"] = _targets(e, present)
+    if kind == "gated":
         r.note((), "gated: the earlier gates were one scalar per branch; evotui's are per channel")
+    if kind == "branch_router":
+        if e.pop("router_type", "token") == "sequence":
+            raise r.refuse((*loc, "router_type"), "sequence pooled the whole sequence, so every "
+                           "token read the future; use token (a per-token mixture)")
+        absent = [t for t in e.get("targets", []) if t not in present]
+        kept = [t for t in e.get("targets", []) if t in present]
+        if absent:
+            r.note((*loc, "targets"), f"{', '.join(absent)} dropped: the block lacks them (the "
+                   "earlier router still gave them weight)")
+        if len(kept) < 2:
+            r.note(loc, "dropped: a router over fewer than two branches is a constant")
+            return None
+        e["targets"] = kept
+        r.note((*loc,), "the routed branches read the block input in parallel, each through "
+               "its own pre-norm")
     return e
-
-
-def _recurrences(raw: Any, n_blocks: int, r: _Reader) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    taken: list[tuple[int, int]] = []
-    for i, rec in enumerate(raw if isinstance(raw, list) else []):
-        if not isinstance(rec, dict):
-            out.append(rec)
-            continue
-        loc = ("recurrences", i)
-        x = _drop_nulls(rec)
-        start, end = x.get("start"), x.get("end")
-        if not isinstance(start, int) or not isinstance(end, int):
-            out.append(x)  # validation names the missing field
-            continue
-        if end <= start:
-            raise r.refuse((*loc, "end"), f"the earlier span [{start}, {end}) holds no block "
-                           "(end is exclusive there); remove the loop")
-        if start >= n_blocks or any(start < e2 and s2 < end for s2, e2 in taken):
-            r.note(loc, "dropped: it never ran in the earlier system (it starts past the last "
-                   "block or overlaps an earlier loop)")
-            continue
-        last = min(end, n_blocks) - 1
-        r.note((*loc, "end"), f"{end} (exclusive) -> {last} (evotui's end is inclusive)")
-        taken.append((start, last + 1))
-        y: dict[str, Any] = {"start": start, "end": last}
-        if x.get("adapter", "linear") != "linear":
-            raise r.refuse((*loc, "adapter"), f"{x['adapter']!r} is not built by evotui; "
-                           "use linear")
-        y["concat_prelude"] = x.get("concat_prelude", True)
-        y["adapter"] = "linear"
-        if not y["concat_prelude"]:
-            r.note((*loc, "concat_prelude"), "false made the earlier loop discard its input (its "
-                   "logits did not depend on the tokens); evotui's loop starts from the span "
-                   "input and feeds its state back through the adapter")
-        if "init_state" in x or "noise_std" in x:
-            r.note((*loc, "init_state"), "dropped: evotui's first loop starts from the span "
-                   "input, not from zeros or noise")
-        lo, hi = x.get("train_recurrence", 1), x.get("max_train_recurrence", 4)
-        hi = max(lo, hi)
-        y["train_recurrence"] = hi
-        y["curriculum_fraction"] = x.get("curriculum_fraction", 0.25)
-        if lo > 1 and y["curriculum_fraction"] > 0:
-            r.note((*loc, "train_recurrence"), f"the earlier loop count ramped {lo} -> {hi}; "
-                   f"evotui's ramps 1 -> {hi} over the same fraction")
-        tests = x.get("test_recurrences", [1, 2, 4, 8]) if not taken[:-1] else []
-        if taken[:-1] and x.get("test_recurrences"):
-            r.note((*loc, "test_recurrences"), "dropped: the earlier system read only the first "
-                   "loop's list")
-        y["test_recurrences"] = [t for t in tests if t != hi]
-        if hi == 1 and not y["test_recurrences"]:
-            r.note(loc, "dropped: one loop and nothing to evaluate is no recurrence")
-            taken.pop()
-            continue
-        out.append(y)
-    return out

@@ -16,6 +16,8 @@ from typing import Any
 
 from evotui.dsl import components
 from evotui.dsl.attn_cost import attn_cost, attn_shapes
+from evotui.dsl.extras_cost import NEW_EXTRAS, extra_cost, extra_shapes
+from evotui.dsl.extras_spec import LayerScaleExtra
 from evotui.dsl.model import (
     BlockSpec,
     CustomExtra,
@@ -123,6 +125,11 @@ def block_manifest(b: BlockSpec, p: str, d: int, norm: str) -> dict[str, Tensor]
             for t in e.targets:
                 if t in present:
                     out[f"{q}.gate_{t}"] = Tensor((d,))
+        elif isinstance(e, NEW_EXTRAS):
+            if not isinstance(e, LayerScaleExtra):
+                out |= norm_shapes(f"{q}.norm", d, norm)
+            for name, (shape, per_token) in extra_shapes(e, q, d, b.branches()).items():
+                out[name] = Tensor(shape, per_token=per_token)
     return out
 
 
@@ -219,6 +226,10 @@ def estimate(spec: ModelSpec, seq_len: int, cache_dtype_bytes: int = 2) -> Estim
                 mean_slots = sum(slots) / seq_len
                 f += (12 if e.aggregator != "mean" else 6) * mean_slots * e.mem_dim
                 cache += 2 * e.slots * e.mem_dim * cache_dtype_bytes
+            elif isinstance(e, NEW_EXTRAS):
+                extra_flops, extra_cache = extra_cost(e, seq_len, cache_dtype_bytes)
+                f += extra_flops
+                cache += extra_cache
         row["params"] = sum(t.numel for n, t in tensors.items() if n.startswith(f"blocks.{i}."))
         rows.append(row)
         flops += f * loops

@@ -14,7 +14,9 @@ from evotui.errors import Problem, UserError
 
 M = TypeVar("M", bound=BaseModel)
 Loc = tuple[str | int, ...]
-UNION_TAGS = {"ffn": ("dense", "moe"), "extras": ("retro", "gated", "custom")}
+UNION_TAGS = {"ffn": ("dense", "moe"), "extras": ("retro", "gated", "custom", "memory_tokens",
+                                                "chunk_memory", "assoc_memory", "layer_scale",
+                                                "branch_router")}
 MAX_CONFIG_BYTES = 4 * 2**20  # the 573M reference config is 4 KB
 MAX_NODES = 100_000  # YAML nodes once aliases are expanded (nested aliases grow exponentially)
 

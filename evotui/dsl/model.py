@@ -18,16 +18,25 @@ from evotui.dsl.base import PosInt, Prob, Strict, fail, note
 from evotui.dsl.extras_spec import (
     BRANCHES,
     LEGACY_EXTRAS,
+    MEMORY,
+    MODIFIERS,
+    AssocMemoryExtra,
+    BranchRouterExtra,
+    ChunkMemoryExtra,
     CustomExtra,
     ExtraSpec,
     GatedExtra,
+    LayerScaleExtra,
+    MemoryTokensExtra,
     RetroExtra,
 )
 from evotui.dsl.ffn_spec import DenseFFN, FFNSpec, MoEFFN, SSMSpec
 
 __all__ = [
-    "BRANCHES", "DEFAULT_ROPE_FACTOR", "LEGACY_EXTRAS", "SCALED_ROPE", "AttnSpec", "BlockSpec",
-    "CustomExtra", "DenseFFN", "EmbSpec", "ExtraSpec", "FFNSpec", "GatedExtra", "HeadSpec",
+    "BRANCHES", "DEFAULT_ROPE_FACTOR", "LEGACY_EXTRAS", "MEMORY", "MODIFIERS", "SCALED_ROPE",
+    "AssocMemoryExtra", "AttnSpec", "BlockSpec", "BranchRouterExtra", "ChunkMemoryExtra",
+    "LayerScaleExtra", "MemoryTokensExtra", "CustomExtra", "DenseFFN", "EmbSpec", "ExtraSpec",
+    "FFNSpec", "GatedExtra", "HeadSpec",
     "ModelSpec", "MoEFFN", "Recurrence", "RetroExtra", "RopeKind", "SSMSpec",
 ]
 
@@ -77,21 +86,33 @@ class BlockSpec(Strict):
     def _check(self) -> BlockSpec:
         if not (self.attn or self.ssm or self.ffn or self.extras):
             raise fail(None, "a block needs at least one of attn, ssm, ffn or extras")
-        gated = [e for e in self.extras if isinstance(e, GatedExtra)]
-        if len(gated) > 1:
-            raise fail("extras", "at most one gated extra per block; merge their targets")
-        if gated and not set(gated[0].targets) & set(self.branches()):
-            raise fail("extras", "the gated extra names no branch this block has")
+        present = set(self.branches())
+        for kind in MODIFIERS:
+            found = [e for e in self.extras if e.type == kind]
+            if len(found) > 1:
+                raise fail("extras", f"at most one {kind} extra per block; merge their targets")
+            if found and not set(found[0].targets) & present:  # type: ignore[attr-defined]
+                raise fail("extras", f"the {kind} extra names no branch this block has")
+        router = self.router()
+        if router is not None and len(set(router.targets) & present) < 2:
+            raise fail("extras", "the branch_router extra needs at least two of its targets in "
+                       "this block (it mixes them)")
         return self
 
     def branches(self) -> list[str]:
         """Branch kinds present, in forward order."""
         out = [b for b in ("attn", "ssm", "ffn") if getattr(self, b) is not None]
-        out += [e.type for e in self.extras if not isinstance(e, GatedExtra)]
+        out += [e.type for e in self.extras if e.type not in MODIFIERS]
         return out
 
     def gated(self) -> GatedExtra | None:
         return next((e for e in self.extras if isinstance(e, GatedExtra)), None)
+
+    def layer_scale(self) -> LayerScaleExtra | None:
+        return next((e for e in self.extras if isinstance(e, LayerScaleExtra)), None)
+
+    def router(self) -> BranchRouterExtra | None:
+        return next((e for e in self.extras if isinstance(e, BranchRouterExtra)), None)
 
 
 class Recurrence(Strict):
@@ -174,11 +195,12 @@ class ModelSpec(Strict):
             for e in b.extras:
                 if isinstance(e, RetroExtra) and e.mem_dim is None:
                     e.mem_dim = max(1, d // 4)
-            gated = b.gated()
-            absent = [t for t in gated.targets if t not in b.branches()] if gated else []
-            if absent:
-                note(info, f"model.blocks[{i}]: gated targets {', '.join(absent)} are not in "
-                     "this block; they take effect if a mutation adds those branches")
+            for kind in MODIFIERS:
+                mod = next((e for e in b.extras if e.type == kind), None)
+                absent = [t for t in mod.targets if t not in b.branches()] if mod else []
+                if absent:
+                    note(info, f"model.blocks[{i}]: {kind} targets {', '.join(absent)} are not "
+                         "in this block; they take effect if a mutation adds those branches")
         seen: set[str] = set()
         for i, b in enumerate(self.blocks):
             if b.id is None:
