@@ -12,17 +12,16 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Container
-from textual.events import Resize
-from textual.reactive import reactive
+from textual.events import Key, Resize
+from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Footer
 
@@ -39,23 +38,18 @@ from evotui.tui.host import EngineHost
 from evotui.tui.log import LogPane
 from evotui.tui.loss import LossPane
 from evotui.tui.messages import CandidateSelected, DetailsRequested
-from evotui.tui.population import PopulationPane
+from evotui.tui.population import PopulationPane, PopulationTable
+from evotui.tui.runstate import RungClock, RunState, plan_of, run_state
 from evotui.tui.sampler import Sampler
+from evotui.tui.status import StatusBar, status_text
+from evotui.tui.table import RowTable
 
 POLL_S = 0.5
 CHANGES_RUN = ("pause", "resume", "kill")
-MAIN_ONLY = (*CHANGES_RUN, "details", "frontier", "filter", "sort")
+MAIN_ONLY = (*CHANGES_RUN, "details", "frontier", "filter", "sort", "reverse_sort", "zoom")
+PANES = (PopulationPane, LossPane, GpuPane, LogPane)
+READONLY_KEYS = {"p": "pause", "r": "resume", "k": "kill"}
 WIDE, TALL, TINY = 120, 32, 20  # below: narrow layout, short rows, no Loss/GPU row
-
-
-class StatusBar(Widget):
-    """One line: the run, its generation, candidates per status and who runs the engine.
-    Changing it repaints this line only (a Static would lay the whole screen out again)."""
-
-    text: reactive[str] = reactive("", layout=False)
-
-    def render(self) -> Text:
-        return Text(self.text, no_wrap=True, overflow="ellipsis")
 
 
 class EvoApp(App[str | None]):
@@ -64,15 +58,17 @@ class EvoApp(App[str | None]):
 
     TITLE = "evotui"
     ENABLE_COMMAND_PALETTE = False
+    ALLOW_IN_MAXIMIZED_VIEW = "StatusBar, Footer"
     CSS = """
-    #status { height: 1; padding: 0 1; background: $boost; color: $text; }
+    #status { height: 1; padding: 0 1; background: $boost; color: $text; dock: top; }
     #body { height: 1fr; layout: grid; grid-size: 2 3; grid-columns: 3fr 2fr;
             grid-rows: 1fr 1fr 10; }
     #body > PopulationPane { row-span: 2; }
     #body > LogPane { column-span: 2; }
-    #body.-narrow { grid-columns: 1fr 1fr; grid-rows: 1fr 12 8; }
+    #body.-narrow { grid-columns: 1fr 1fr; grid-rows: 3fr 2fr 8; }
     #body.-narrow > PopulationPane { row-span: 1; column-span: 2; }
-    #body.-narrow.-short { grid-rows: 1fr 7 5; }
+    #body.-narrow.-short { grid-rows: 1fr 8 5; }
+    .-maximized { height: 1fr; width: 1fr; }
     #body.-narrow.-tiny { grid-size: 2 2; grid-rows: 1fr 4; }
     #body.-tiny > LossPane, #body.-tiny > GpuPane { display: none; }
     """
@@ -84,19 +80,26 @@ class EvoApp(App[str | None]):
         Binding("f", "frontier", "frontier"),
         Binding("slash", "filter", "filter"),
         Binding("s", "sort", "sort"),
+        Binding("S", "reverse_sort", "reverse sort", show=False),
+        Binding("z", "zoom", "zoom"),
         Binding("question_mark", "help", "help"),
         Binding("q", "quit", "quit"),
     ]
 
     def __init__(self, run_dir: str | Path, *, host: EngineHost | None = None,
                  readonly: bool = False, sampler: Sampler | None = None,
-                 poll_s: float = POLL_S) -> None:
+                 poll_s: float = POLL_S, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
         self.host = host
         self.readonly = readonly and host is None
         self.store = RunStore.open(self.run_dir, readonly=self.readonly)
         self.feed = Feed(self.store)
+        self.clock = clock  # the time the status line counts from (tests fix it)
+        self.rung_clock = RungClock()
+        self.plan = plan_of(self.store)
+        self.state: RunState | None = None
+        self.requested: set[int] = set()  # commands sent from this app, until answered
         self.sampler = sampler
         self.poll_s = poll_s
         self.timings: list[dict[str, float]] = []  # per applied poll (the benchmark reads it)
@@ -144,7 +147,7 @@ class EvoApp(App[str | None]):
         try:
             t0 = time.perf_counter()
             try:
-                update = await asyncio.to_thread(self.feed.poll)
+                update, state = await asyncio.to_thread(self._read)
             except sqlite3.Error as e:  # a busy or vanished database: say so, try again
                 if str(e) != self._read_error and not self._closed:
                     self._read_error = str(e)
@@ -154,6 +157,7 @@ class EvoApp(App[str | None]):
                 return
             self._read_error = None
             t1 = time.perf_counter()
+            self.state = state
             self.apply(update)
             t2 = time.perf_counter()
             timing = {"read_ms": (t1 - t0) * 1e3, "apply_ms": (t2 - t1) * 1e3,
@@ -164,6 +168,17 @@ class EvoApp(App[str | None]):
             self._polling = False
             if self._closed:
                 self.store.close()
+
+    def _read(self) -> tuple[Update, RunState]:
+        """One poll of the store and the run's state (in a thread)."""
+        first = not self.feed._polled
+        update = self.feed.poll()
+        if first:  # every rung measured so far, once; then each poll's new events
+            self.rung_clock.observe(self.store.events(0, 1_000_000))
+        self.rung_clock.observe(update.events)
+        state = run_state(self.store, self.feed.candidates.values(), self.rung_clock,
+                          self.plan, self.clock(), update.workers)
+        return update, state
 
     @staticmethod
     def _painted(timing: dict[str, float], since: float) -> None:
@@ -180,13 +195,26 @@ class EvoApp(App[str | None]):
         gpu = self.query_one(GpuPane)
         gpu.engine_workers = update.workers
         gpu.flush()
+        self._answered(update.answered)
         self._status()
+
+    def _answered(self, commands: list[dict[str, Any]]) -> None:
+        """Say what the engine did with the commands sent from here."""
+        for cmd in commands:
+            if cmd["id"] in self.requested:
+                self.requested.discard(cmd["id"])
+                what = f"{cmd['action']} {cmd['candidate']}: {cmd.get('outcome') or cmd['status']}"
+                if cmd["status"] == "rejected":
+                    self.notify(f"refused: {what}", severity="warning", timeout=8)
+                else:
+                    self.notify(what)
 
     def _track_loss(self) -> None:
         selected = self.population.selected
         c = self.feed.candidates.get(selected) if selected else None
         parent = (c.get("parents") or [None])[0] if c else None
-        self.query_one(LossPane).track(selected, parent, self.feed.best(), self.feed.curve)
+        self.query_one(LossPane).track(selected, parent, self.feed.best(), self.feed.curve,
+                                       self.population.marked)
 
     def _final_held_out(self, cid: str) -> tuple[float, float] | None:
         c = self.feed.candidates.get(cid)
@@ -196,29 +224,30 @@ class EvoApp(App[str | None]):
         return None if loss is None else (float(c.get("step") or 0), loss)
 
     def _status(self) -> None:
-        counts = Counter(c["status"] for c in self.feed.candidates.values())
-        info = self.feed.info
-        generation = max((c["generation"] for c in self.feed.candidates.values()), default=0)
-        of = f"/{info.generations}" if info.generations else ""
-        shown = "  ".join(f"{s} {counts[s]}" for s in ("running", "queued", "paused", "done",
-                                                       "failed", "killed") if counts[s])
-        self.query_one(StatusBar).text = (f"[{self.mode}]  {info.name}  gen {generation + 1}{of}"
-                                          f"  {shown or 'no candidates yet'}")
+        self.query_one(StatusBar).show(status_text(self.state, self.mode, self._override()))
+
+    def _override(self) -> str | None:
+        """What the in-app engine says that the store cannot yet: an error, a stop asked."""
+        if self.host is None:
+            return None
+        if self.host.error is not None:
+            return f"engine error: {self.host.error}"
+        if self.host.running and self.host.stopping:
+            return "stopping"
+        return None
 
     @property
     def mode(self) -> str:
         if self.host is None:
             return "attached, read-only" if self.readonly else "attached"
-        if self.host.error is not None:
-            return f"engine error: {self.host.error}"
-        if self.host.running:
-            if self.host.stopping:
-                return "stopping: running candidates pause at their next step"
-            return "engine in this app"
-        return "engine stopped" if self.host.stopping else "engine finished"
+        return "engine in this app"
 
     @on(CandidateSelected)
     def _selected(self, event: CandidateSelected) -> None:
+        self._track_loss()
+
+    @on(RowTable.MarksChanged)
+    def _marked(self, event: RowTable.MarksChanged) -> None:
         self._track_loss()
 
     # -- keys -----------------------------------------------------------------------------
@@ -226,9 +255,19 @@ class EvoApp(App[str | None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in MAIN_ONLY and len(self.screen_stack) > 1:
             return False  # the keys of the main screen, hidden on the others
+        if action in ("help", "quit") and isinstance(self.screen, ModalScreen):
+            return False  # a dialog answers its own keys only
         if action in CHANGES_RUN and self.readonly:
-            return None  # shown disabled
+            return None  # shown disabled; the key still says why (on_key)
         return True
+
+    def on_key(self, event: Key) -> None:
+        """A key that changes the run, pressed in a read-only session: say it was refused."""
+        action = READONLY_KEYS.get(event.key)
+        if action and self.readonly and len(self.screen_stack) == 1:
+            event.stop()
+            self.notify(f"read-only session: {action} refused (attach without --readonly to "
+                        "change the run)", severity="warning")
 
     def _command(self, action: str) -> None:
         cid = self.population.selected
@@ -236,11 +275,17 @@ class EvoApp(App[str | None]):
             self.notify("no candidate selected", severity="warning")
             return
         status = self.feed.candidates[cid]["status"]
-        if command_refusal(action, status):
-            self.notify(f"cannot {action} {cid}: it is {status}", severity="warning")
+        refusal = command_refusal(action, status)
+        if refusal:
+            self.notify(f"{cid}: {refusal}", severity="warning")
+            return
+        if self.feed.pending.get(cid) == action:
+            self.notify(f"{action} {cid}: already asked, waiting for the engine")
             return
         number = self.store.request(cid, action)
-        self.notify(f"{action} {cid}: requested (command {number})")
+        self.requested.add(number)
+        self.notify(f"{action} {cid}: requested (command {number}); it shows as {action}… "
+                    "until the engine acts")
 
     def action_pause(self) -> None:
         self._command("pause")
@@ -281,15 +326,39 @@ class EvoApp(App[str | None]):
                                         frontier_points(self.feed.candidates.values(),
                                                         info.objectives), info.objectives))
 
+    def action_zoom(self) -> None:
+        """The focused pane (the Loss pane from the Population table) gets the whole screen;
+        again (or escape) gives the others back."""
+        screen = self.screen
+        if screen.maximized is not None:
+            screen.minimize()
+            return
+        pane: Widget = self.query_one(LossPane)
+        focused = self.focused
+        if focused is not None and not isinstance(focused, PopulationTable):
+            for node in (focused, *focused.ancestors):
+                if isinstance(node, PANES):
+                    pane = node
+                    break
+        screen.maximize(pane, container=False)
+
     def action_filter(self) -> None:
         self.population.open_filter()
 
     def action_sort(self) -> None:
         self.population.cycle_sort()
 
+    def action_reverse_sort(self) -> None:
+        self.population.reverse_sort()
+
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(f"This session: {self.mode}. Run directory: "
-                                    f"{self.run_dir}"))
+        disabled = {key: "read-only session" for key in READONLY_KEYS} if self.readonly else {}
+        try:  # the run directory as the user would type it from here
+            shown = self.run_dir.resolve().relative_to(Path.cwd())
+        except ValueError:
+            shown = self.run_dir
+        self.push_screen(HelpScreen(f"This session: {self.mode}. Run directory: {shown}",
+                                    disabled))
 
     async def action_quit(self) -> None:
         if self.host is None or not self.host.running:

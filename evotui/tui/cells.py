@@ -7,46 +7,59 @@ changed. Imports no Textual.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
 
+from evotui.jsonio import finite
+from evotui.tui.feed import ACTIVE
+
 STATUS_STYLE = {
     "queued": "bright_black", "running": "bold green", "paused": "yellow", "done": "cyan",
     "stopped": "cyan", "failed": "bold red", "killing": "red", "killed": "red",
 }
+PENDING_STYLE = "bold reverse"
 NA = "-"
 
 
 @dataclass(frozen=True)
 class Column:
+    """``priority``: 0 is always shown; a narrow table drops the highest numbers first.
+    ``frozen``: stays on screen when the table scrolls sideways. ``stretch``: takes the width
+    left over, up to ``most`` cells."""
+
     key: str
     label: str
     width: int
     right: bool = False  # numbers: right-aligned
+    priority: int = 0
+    frozen: bool = False
+    stretch: bool = False
+    most: int = 0
 
 
 def columns(objectives: Mapping[str, str]) -> list[Column]:
-    """The table's columns: fixed ones, then one per held-out perplexity objective."""
+    """The table's columns: the id and its frontier star (frozen), the status, the rung
+    progress, the losses, then the rest in the order a narrow table gives them up."""
     ppl = [name for name in objectives if name.startswith("ppl")] or ["ppl"]
     return [
-        Column("id", "id", 5), Column("gen", "gen", 3, True), Column("status", "status", 7),
-        Column("rung", "rung", 4, True), Column("step", "step", 9, True),
+        Column("id", "id", 5, frozen=True), Column("front", "★", 1, frozen=True),
+        Column("status", "status", 7), Column("step", "step", 10, True),
         Column("loss", "loss", 6, True),
-        *[Column(name, name.replace("ppl_", "ppl "), max(7, len(name)), True) for name in ppl],
-        Column("tok_s", "tok/s", 6, True), Column("params", "params", 6, True),
-        Column("front", "★", 1), Column("operator", "operator", 24),
-        Column("parents", "parents", 11),
+        *[Column(name, name.replace("ppl_", "ppl "), max(7, len(name)), True,
+                 priority=4 if i == 0 else 7) for i, name in enumerate(ppl)],
+        Column("tok_s", "tok/s", 6, True, priority=3),
+        Column("params", "params", 6, True, priority=1),
+        Column("gen", "gen", 3, True, priority=2),
+        Column("device", "device", 6, priority=6),
+        Column("operator", "operator", 12, priority=5, stretch=True, most=40),
+        Column("parents", "parents", 11, priority=8),
     ]
 
 
-def number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
+number = finite  # a finite float or None: the one helper, evotui.jsonio.finite
 
 
 def short(value: float | None, digits: int = 4) -> str:
@@ -76,20 +89,39 @@ def loss_of(c: Mapping[str, Any], latest: Mapping[str, Any] | None) -> float | N
     return number((c.get("metrics") or {}).get("train_loss"))
 
 
+def progress(c: Mapping[str, Any], rungs: Sequence[int]) -> str:
+    """``12/30 r1``: the step and where the candidate's current rung ends (the first rung's end
+    before it starts); ``step/total`` when the run's rungs are unknown."""
+    step, rung = c.get("step") or 0, c.get("rung") or 0
+    if rungs:
+        end = rungs[min(max(rung, 1), len(rungs)) - 1]
+        return f"{step}/{end} r{rung}"
+    total = c.get("total_steps")
+    return f"{step}/{total}" if total else str(step)
+
+
+def status_cell(status: str, pending: str | None = None) -> Text:
+    """The status; while a command waits for the engine, the action asked instead: ``pause…``
+    (the ellipsis reads without colour; the details screen still says the status)."""
+    if pending:
+        return Text(f"{pending}…", style=PENDING_STYLE)
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
 def cells(c: Mapping[str, Any], latest: Mapping[str, Any] | None, on_frontier: bool,
-          cols: list[Column]) -> dict[str, Text]:
-    """One rendered cell per column key."""
+          cols: list[Column], rungs: Sequence[int] = (), pending: str | None = None
+          ) -> dict[str, Text]:
+    """One rendered cell per column key; ``pending``: a command asked and not yet answered."""
     metrics = c.get("metrics") or {}
     status = c["status"]
-    step, total = c.get("step") or 0, c.get("total_steps")
     tok_s = number((latest or {}).get("tokens_per_s"))
     values: dict[str, str | Text] = {
         "id": c["id"], "gen": str(c["generation"]),
         "operator": c.get("operator") or "",
         "parents": ",".join(c.get("parents") or []) or "-",
-        "status": Text(status, style=STATUS_STYLE.get(status, "")),
-        "rung": str(c.get("rung") or 0),
-        "step": f"{step}/{total}" if total else str(step),
+        "status": status_cell(status, pending),
+        "step": progress(c, rungs),
+        "device": (c.get("device") or NA) if status in ACTIVE else NA,
         "loss": short(loss_of(c, latest)),
         "tok_s": short(tok_s, 3),
         "params": params(number(metrics.get("params_total"))),

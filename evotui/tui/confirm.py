@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Footer, Static
 
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
@@ -22,7 +22,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmScreen")
     BINDINGS = [Binding("y", "answer(True)", "yes"), Binding("n", "answer(False)", "no"),
-                Binding("escape", "answer(False)", "no", show=False)]
+                Binding("escape", "answer(False)", "no", key_display="esc")]
 
     def __init__(self, question: str, detail: str = "") -> None:
         super().__init__()
@@ -34,6 +34,7 @@ class ConfirmScreen(ModalScreen[bool]):
             if self.detail:
                 yield Static(self.detail)
             yield Static("[b]y[/] yes    [b]n[/] / esc no", classes="choice")
+        yield Footer()
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
@@ -60,6 +61,7 @@ class QuitScreen(ModalScreen[str | None]):
             yield Static(f"[b]l[/]  leave it running headless (stops here, goes on as a\n"
                          f"    background `evotui run --resume`; evotui attach {self.run_dir})")
             yield Static("[b]esc[/] stay", classes="choice")
+        yield Footer()
 
     def action_answer(self, choice: str | None) -> None:
         self.dismiss(choice)

@@ -40,11 +40,13 @@ class Update:
     events: list[dict[str, Any]] = field(default_factory=list)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     frontier: list[str] | None = None
+    answered: list[dict[str, Any]] = field(default_factory=list)  # commands done or rejected
     first: bool = False
 
     @property
     def empty(self) -> bool:
-        return not (self.candidates or self.metrics or self.events or self.frontier is not None)
+        return not (self.candidates or self.metrics or self.events or self.answered
+                    or self.frontier is not None)
 
 
 @dataclass
@@ -69,6 +71,8 @@ class Feed:
         self.candidates: dict[str, dict[str, Any]] = {}
         self.latest: dict[str, dict[str, Any]] = {}  # newest train row per candidate
         self.frontier: list[str] = []
+        self.pending: dict[str, str] = {}  # candidate -> its oldest unanswered command
+        self._pending_ids: set[int] = set()
         self._since: dict[str, int] = {}  # last metric row id read, per candidate
         self._event_id = 0
         self._frontier_stamp: tuple[float, int] | None = None
@@ -93,11 +97,22 @@ class Feed:
             self._event_id = events[-1]["id"]
         up.events = events
         up.workers = self.store.get_state("workers", {}) or {}
+        self._commands(up)
         frontier = self._read_frontier()
         if frontier is not None:
             self.frontier = frontier
             up.frontier = frontier
         return up
+
+    def _commands(self, up: Update) -> None:
+        """The commands waiting for the engine, and those it answered since the last poll."""
+        pending = self.store.pending_commands()
+        ids = {c["id"] for c in pending}
+        up.answered = [self.store.command(i) for i in sorted(self._pending_ids - ids)]
+        self._pending_ids = ids
+        self.pending = {}
+        for c in pending:
+            self.pending.setdefault(c["candidate"], c["action"])
 
     def _first_metrics(self, up: Update) -> None:
         """The newest train row of each candidate; later polls read rows after the newest of
@@ -154,6 +169,17 @@ class Feed:
         where no candidate has one)."""
         return (best_candidate(self.candidates.values(), {"loss": "min"})
                 or best_candidate(self.candidates.values(), self.info.objectives))
+
+
+def engine_said(store: RunStore) -> tuple[str | None, float | None, int | None]:
+    """What the engine last said about itself: its state (running, stopping, stopped,
+    finished), its latest heartbeat and its pid; (None, None, None) for a run store from before
+    the engine kept a heartbeat."""
+    read = getattr(store, "engine_state", None)  # the store's heartbeat (issue 11)
+    said = read() if read is not None else None
+    if said is None:
+        return None, None, None
+    return said.state, said.heartbeat, said.pid
 
 
 def read_info(store: RunStore) -> RunInfo:

@@ -81,8 +81,12 @@ def render_reading(reading: Reading | None, width: int) -> Text:
     return Text("\n").join(lines)
 
 
-class GpuPane(Widget):
-    DEFAULT_CSS = "GpuPane { border: round $primary; }"
+class GpuPane(Widget, can_focus=True):
+    DEFAULT_CSS = """
+    GpuPane { border: round $primary; }
+    GpuPane:focus { border: round $accent; }
+    """
+    ALLOW_MAXIMIZE = True
 
     def __init__(self, sampler: Sampler | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)

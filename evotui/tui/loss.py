@@ -1,8 +1,11 @@
 """The Loss pane: the selected candidate's training and held-out loss against step, with rung
-boundaries, overlaid with its first parent's curve and the current best's (textual-plotext).
+boundaries, overlaid with its first parent's curve, the current best's and those of the marked
+candidates (space in the Population table) (textual-plotext).
 
-It keeps the rows of the (at most three) candidates it shows: loaded from the store when one of
-them changes, then extended with each poll's new rows, and redrawn only when they change.
+It keeps the rows of the candidates it shows: loaded from the store when one of them changes,
+then extended with each poll's new rows, and redrawn only when they change. Too short for a
+plot with honest y labels (fewer than ``MIN_PLOT_ROWS`` rows of plot), it shows each curve's
+newest value and a sparkline instead.
 """
 
 from __future__ import annotations
@@ -10,14 +13,30 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from rich.text import Text
 from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 MAX_ROWS = 4000  # per candidate; beyond, the older half is thinned
+MIN_PLOT_ROWS = 3  # fewer rows of plot than this: values and sparklines, not a plot
 COLORS = {"train": "green+", "eval": "cyan+", "parent": "gray", "best": "orange+",
           "rung": "red"}
 STYLE = {"train": "bold green", "eval": "bold cyan", "parent": "bright_black",
          "best": "bold yellow", "rung": "red"}
+MARK_COLORS = [("magenta+", "bold magenta"), ("blue+", "bold blue"), ("yellow", "yellow"),
+               ("red+", "bold red"), ("white", "white")]
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float], width: int) -> str:
+    """``values`` (thinned to ``width``) as block characters, lowest ▁ to highest █."""
+    if not values or width <= 0:
+        return ""
+    picked = [v for _, v in thin(list(enumerate(values)), width)]
+    lo, hi = min(picked), max(picked)
+    span = (hi - lo) or 1.0
+    return "".join(SPARKS[min(len(SPARKS) - 1, int((v - lo) / span * len(SPARKS)))]
+                   for v in picked)
 
 
 def thin(points: Sequence[tuple[float, float]], limit: int) -> list[tuple[float, float]]:
@@ -29,39 +48,88 @@ def thin(points: Sequence[tuple[float, float]], limit: int) -> list[tuple[float,
     return [*picked, points[-1]]
 
 
-class LossPane(PlotextPlot):
-    DEFAULT_CSS = "LossPane { border: round $primary; }"
+class LossPane(PlotextPlot, can_focus=True):
+    DEFAULT_CSS = """
+    LossPane { border: round $primary; }
+    LossPane:focus { border: round $accent; }
+    """
+    ALLOW_MAXIMIZE = True
 
     def __init__(self, rungs: Sequence[int], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.border_title = "Loss"
         self.rungs = list(rungs)
         self.shown: tuple[str | None, str | None, str | None] = (None, None, None)
+        self.marked: tuple[str, ...] = ()
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.draws = 0
         # a finished candidate's last held-out loss (its final measurement, not an eval row)
         self.final: Callable[[str], tuple[float, float] | None] = lambda cid: None
         self._built: tuple[tuple[int, int, int, str], RenderResult] | None = None
 
+    @property
+    def plot_rows(self) -> int:
+        """Rows left for the curves: the pane less the x axis, its ticks and its label."""
+        return self.content_size.height - 3
+
     def render(self) -> RenderResult:
         """The plot, built again only when its data, size or theme changed."""
         key = (self.draws, self.size.width, self.size.height, str(self.app.theme))
         if self._built is None or self._built[0] != key:
-            self._built = (key, super().render())
+            if self.content_size.height > 0 and self.plot_rows < MIN_PLOT_ROWS:
+                self._built = (key, self.summary(self.content_size.width))
+            else:
+                self._built = (key, super().render())
         return self._built[1]
 
+    def _lines(self) -> list[tuple[str, str, str, str]]:
+        """(candidate, kind, label, role) of every curve shown."""
+        selected, parent, best = self.shown
+        out = [(selected, "train", f"{selected} train", "train"),
+               (selected, "eval", "held-out", "eval"),
+               (parent, "train", f"parent {parent}", "parent"),
+               (best, "train", f"best {best}", "best")]
+        out += [(cid, "train", f"* {cid}", f"mark{i % len(MARK_COLORS)}")
+                for i, cid in enumerate(self.marked)]
+        return [line for line in out if line[0] is not None]
+
+    @staticmethod
+    def _style(role: str) -> tuple[str, str]:
+        if role.startswith("mark"):
+            return MARK_COLORS[int(role[4:])]
+        return COLORS[role], STYLE[role]
+
+    def summary(self, width: int) -> Text:
+        """Each curve's newest loss and its shape, one line each (a pane too short to plot)."""
+        out = Text(no_wrap=True, overflow="ellipsis")
+        for cid, kind, label, role in self._lines():
+            points = self._series(cid, kind)
+            if not points:
+                continue
+            if out:
+                out.append("\n")
+            head = f"{label[:18]:<18} {points[-1][1]:>7.4g} "
+            out.append(head, style=self._style(role)[1])
+            out.append(sparkline([v for _, v in points], width - len(head)),
+                       style=self._style(role)[1])
+        if not out:
+            out.append("no metrics yet" if self.shown[0] else "no candidate selected",
+                       style="bright_black")
+        return out
+
     def track(self, selected: str | None, parent: str | None, best: str | None,
-              load: Callable[[str], list[dict[str, Any]]]) -> None:
-        """Show ``selected`` with ``parent`` and ``best`` (each may be None)."""
+              load: Callable[[str], list[dict[str, Any]]], marked: Sequence[str] = ()) -> None:
+        """Show ``selected`` with ``parent``, ``best`` (each may be None) and ``marked``."""
         wanted = (selected, parent if parent != selected else None,
                   best if best not in (selected, parent) else None)
-        if wanted == self.shown:
+        marks = tuple(m for m in marked if m not in wanted)
+        if wanted == self.shown and marks == self.marked:
             return
-        keep = {cid for cid in wanted if cid}
+        keep = {cid for cid in (*wanted, *marks) if cid}
         self.rows = {cid: rows for cid, rows in self.rows.items() if cid in keep}
         for cid in keep - set(self.rows):
             self.rows[cid] = load(cid)[-MAX_ROWS:]
-        self.shown = wanted
+        self.shown, self.marked = wanted, marks
         self.redraw()
 
     def extend(self, rows: Iterable[dict[str, Any]]) -> None:
@@ -80,7 +148,7 @@ class LossPane(PlotextPlot):
 
     def touch(self, changed: Iterable[str]) -> None:
         """Redraw if a shown candidate changed (its final held-out loss may have arrived)."""
-        if set(self.shown) & set(changed):
+        if set(self.shown) & set(changed) or set(self.marked) & set(changed):
             self.redraw()
 
     def _series(self, cid: str | None, kind: str) -> list[tuple[float, float]]:
@@ -94,26 +162,24 @@ class LossPane(PlotextPlot):
         return points
 
     def redraw(self) -> None:
-        selected, parent, best = self.shown
+        selected = self.shown[0]
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
         width = max(10, self.size.width or 60)
-        lines = [(selected, "train", f"{selected} train"), (selected, "eval", "held-out"),
-                 (parent, "train", f"parent {parent}"), (best, "train", f"best {best}")]
         legend = []
         drawn = False
-        for cid, kind, label in lines:
+        for cid, kind, label, role in self._lines():
             points = thin(self._series(cid, kind), 2 * width)
             if not points:
                 continue
-            role = kind if cid == selected else ("parent" if cid == parent else "best")
+            color, style = self._style(role)
             xs, ys = zip(*points, strict=True)
             if kind == "eval":
-                plt.scatter(list(xs), list(ys), marker="dot", color=COLORS[role])
+                plt.scatter(list(xs), list(ys), marker="dot", color=color)
             else:
-                plt.plot(list(xs), list(ys), marker="braille", color=COLORS[role])
-            legend.append(f"[{STYLE[role]}]{label}[/]")
+                plt.plot(list(xs), list(ys), marker="braille", color=color)
+            legend.append(f"[{style}]{label}[/]")
             drawn = True
         if drawn:
             for boundary in self.rungs[:-1]:

@@ -1,4 +1,5 @@
-"""The Population pane: one row per candidate, sortable (``s``) and filterable (``/``).
+"""The Population pane: one row per candidate, sortable (``s`` the next column, ``S`` the other
+way), filterable (``/``), rows marked with space (the Loss pane overlays their curves).
 
 A poll's update touches only the rows of candidates that changed, and within them only when a
 cell's text changed (the table then rebuilds and redraws that one line). Rows are re-sorted only
@@ -25,21 +26,30 @@ from evotui.tui.table import RowTable
 # (column key, descending?) in the order ``s`` cycles through; ppl columns go after "loss"
 SORTS_HEAD = [("id", False), ("loss", False)]
 SORTS_TAIL = [("tok_s", True), ("params", False), ("status", False), ("front", False),
-              ("gen", True)]
+              ("gen", True), ("device", False)]
 
 
 def _same(a: Text | None, b: Text) -> bool:
     return a is not None and (a.plain, a.style, a.spans) == (b.plain, b.style, b.spans)
 
 
-def _negate(value: Any) -> Any:
-    return -value if isinstance(value, int | float) else value
-
-
 class PopulationTable(RowTable):
-    """The table; enter asks for the details of the row under the cursor."""
+    """The table; enter asks for the details of the row under the cursor. The sort column's
+    header carries its direction."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "details", "details")]
+    sorted_by: tuple[str, bool] = ("id", False)
+
+    def header_label(self, col: cells.Column) -> Text:
+        label = col.label
+        if col.key == self.sorted_by[0]:
+            label += "↓" if self.sorted_by[1] else "↑"
+        return Text(label, justify="right" if col.right else "left")
+
+    def sorted_on(self, key: str, descending: bool) -> None:
+        self.sorted_by = (key, descending)
+        self._header = None
+        self.refresh_line(0)
 
     def action_details(self) -> None:
         if self.cursor_key is not None:
@@ -58,8 +68,10 @@ class FilterInput(Input):
 
 
 class PopulationPane(Vertical):
+    ALLOW_MAXIMIZE = True
     DEFAULT_CSS = """
     PopulationPane { border: round $primary; }
+    PopulationPane:focus-within { border: round $accent; }
     PopulationPane > PopulationTable { height: 1fr; scrollbar-size: 1 1; }
     PopulationPane > FilterInput { display: none; height: 3; }
     PopulationPane.-filtering > FilterInput { display: block; }
@@ -72,6 +84,9 @@ class PopulationPane(Vertical):
         ppl = [(c.key, False) for c in self.cols if c.key.startswith("ppl")]
         self.sorts = [*SORTS_HEAD, *ppl, *SORTS_TAIL]
         self.sort_index = 0
+        self.reverse = False  # ``S``: the current sort the other way
+        self.rungs: list[int] = []
+        self.pending: Mapping[str, str] = {}  # candidate -> action asked, not yet answered
         self.query_text = ""
         self._shown: dict[str, dict[str, Text]] = {}  # visible rows: the cells on screen
         self._candidates: Mapping[str, Mapping[str, Any]] = {}
@@ -100,12 +115,17 @@ class PopulationPane(Vertical):
 
     def _cells(self, cid: str) -> dict[str, Text]:
         return cells.cells(self._candidates[cid], self._latest.get(cid), cid in self._frontier,
-                           self.cols)
+                           self.cols, self.rungs, self.pending.get(cid))
 
     def apply(self, update: Update, feed: Feed) -> None:
         """Show what ``update`` changed; ``feed`` holds every candidate and newest row."""
         self._candidates, self._latest = feed.candidates, feed.latest
+        self.rungs = feed.info.rungs
         touched = set(update.candidates) | set(update.latest)
+        if dict(feed.pending) != dict(self.pending):
+            touched |= set(feed.pending) ^ set(self.pending) | {
+                c for c in feed.pending if self.pending.get(c) != feed.pending[c]}
+            self.pending = dict(feed.pending)
         if update.frontier is not None:
             new = set(update.frontier)
             touched |= new ^ self._frontier
@@ -137,14 +157,24 @@ class PopulationPane(Vertical):
             self._sort()
         self._announce()
 
-    def _sort(self) -> None:
+    @property
+    def sort_by(self) -> tuple[str, bool]:
+        """The column key and whether it runs high to low."""
         key, descending = self.sorts[self.sort_index]
+        return key, descending != self.reverse
+
+    def _sort(self) -> None:
+        """Rows by the sort column, high to low when descending; missing values last."""
+        key, descending = self.sort_by
+        self.table.sorted_on(key, descending)
         values = {cid: cells.sort_value(self._candidates[cid], self._latest.get(cid), key,
                                         cid in self._frontier) for cid in self._shown}
+        known = sorted((v[1:], cid) for cid, v in values.items() if v[0] == 0)
         if descending:
-            values = {cid: (v[0], *(_negate(x) for x in v[1:-1]), v[-1])
-                      for cid, v in values.items()}
-        self.table.sort(values.__getitem__)
+            known.reverse()
+        order = [cid for _, cid in known] + sorted(c for c, v in values.items() if v[0] == 1)
+        rank = {cid: i for i, cid in enumerate(order)}
+        self.table.sort(rank.__getitem__)
 
     def _rebuild(self) -> None:
         """Rows again from scratch (the filter changed)."""
@@ -168,8 +198,9 @@ class PopulationPane(Vertical):
             self.post_message(CandidateSelected(selected))
 
     def _subtitle(self) -> None:
-        key, descending = self.sorts[self.sort_index]
-        text = f"sort {key} {'↓' if descending else '↑'}"
+        key, descending = self.sort_by
+        label = next((c.label for c in self.cols if c.key == key), key)
+        text = f"sort {label} {'↓' if descending else '↑'}"
         if self.query_text:
             text += f" · filter “{self.query_text}”"
         self.border_subtitle = text
@@ -183,9 +214,19 @@ class PopulationPane(Vertical):
 
     def cycle_sort(self) -> str:
         self.sort_index = (self.sort_index + 1) % len(self.sorts)
+        self.reverse = False
         self._sort()
         self._subtitle()
         return self.sorts[self.sort_index][0]
+
+    def reverse_sort(self) -> None:
+        self.reverse = not self.reverse
+        self._sort()
+        self._subtitle()
+
+    @property
+    def marked(self) -> list[str]:
+        return [k for k in self.table.order if k in self.table.marked]
 
     def open_filter(self) -> None:
         self.add_class("-filtering")

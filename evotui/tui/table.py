@@ -4,12 +4,14 @@ Textual's ``DataTable`` invalidates every cached cell on any ``update_cell`` and
 whole visible table, which costs tens of milliseconds per refresh with a few dozen running
 candidates. Here each row's line (a ``Strip``) is built once when one of its cells changes, and
 only that line's region is refreshed; scrolling and the cursor reuse the built lines. A fixed
-header line, a row cursor (arrows, page keys, home/end, mouse), horizontal scrolling.
+header line, a row cursor (arrows, page keys, home/end, mouse), marks, horizontal scrolling
+with frozen columns, and columns dropped by priority when the table is narrow.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from rich.segment import Segment
@@ -25,7 +27,9 @@ from textual.strip import Strip
 
 from evotui.tui.cells import Column
 
-GAP = 1  # blank cells between columns
+GAP = 1  # blank cells after each column
+LEAD = 2  # before the first column: the cursor marker and the mark
+CURSOR_MARK, MARK = "▶", "*"  # shapes, so the cursor and marks show without colour
 
 
 def fit(text: Text, width: int, right: bool) -> Text:
@@ -41,8 +45,32 @@ def fit(text: Text, width: int, right: bool) -> Text:
     return out
 
 
+def choose(cols: Sequence[Column], width: int) -> list[Column]:
+    """The columns shown in ``width`` cells: priority 0 always, then by priority each that still
+    fits; in their own order, frozen ones first; a stretch column takes the width left."""
+    used = LEAD
+    keep: set[str] = set()
+    for col in sorted(cols, key=lambda c: c.priority):
+        if col.priority == 0 or used + col.width + GAP <= width:
+            keep.add(col.key)
+            used += col.width + GAP
+    shown = [c for c in cols if c.key in keep and c.frozen]
+    shown += [c for c in cols if c.key in keep and not c.frozen]
+    spare = width - used
+    if spare > 0:
+        for i, col in enumerate(shown):
+            if col.stretch:
+                shown[i] = replace(col, width=min(col.most or col.width, col.width + spare))
+                break
+    return shown
+
+
 class RowTable(ScrollView, can_focus=True):
-    """Rows of cells by key; ``set_row`` rebuilds one row's line and refreshes only it."""
+    """Rows of cells by key; ``set_row`` rebuilds one row's line and refreshes only it.
+
+    The cursor row is drawn in the cursor colours over every cell's own and marked ``▶``;
+    space marks rows (``*``). The columns that fit the width are shown, by priority; frozen ones
+    (the id) stay put while the rest scroll sideways."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "cursor(-1)", "up", show=False),
@@ -53,14 +81,16 @@ class RowTable(ScrollView, can_focus=True):
         Binding("end", "cursor_to(-1)", "last", show=False),
         Binding("left", "scroll_left", "left", show=False),
         Binding("right", "scroll_right", "right", show=False),
+        Binding("space", "mark", "mark", show=False),
     ]
     COMPONENT_CLASSES: ClassVar[set[str]] = {"table--header", "table--cursor"}
     DEFAULT_CSS = """
     RowTable { background: $surface; }
     RowTable > .table--header { text-style: bold; background: $panel; }
-    RowTable > .table--cursor { background: $block-cursor-blurred-background; }
+    RowTable > .table--cursor { background: $block-cursor-blurred-background;
+                                text-style: bold; }
     RowTable:focus > .table--cursor { background: $block-cursor-background;
-                                      color: $block-cursor-foreground; }
+                                      color: $block-cursor-foreground; text-style: bold; }
     """
 
     cursor_row: reactive[int] = reactive(0, always_update=False, repaint=False)
@@ -72,17 +102,31 @@ class RowTable(ScrollView, can_focus=True):
             super().__init__()
             self.key = key
 
+    class MarksChanged(Message):
+        """Rows were marked or unmarked; ``keys``: the marked rows, in table order."""
+
+        def __init__(self, keys: list[str]) -> None:
+            super().__init__()
+            self.keys = keys
+
     def __init__(self, cols: Sequence[Column], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.cols = list(cols)
+        self.shown_cols = choose(self.cols, 10**6)
         self.order: list[str] = []
         self.index: dict[str, int] = {}
         self.cells: dict[str, dict[str, Text]] = {}
-        self._strips: dict[str, Strip] = {}
-        self._header: Strip | None = None
+        self.marked: set[str] = set()
+        self._strips: dict[str, tuple[Strip, Strip]] = {}  # frozen part, scrolling part
+        self._header: tuple[Strip, Strip] | None = None
         self._styles: tuple[Style, Style, Style] | None = None  # base, header, cursor
         self.rows_built = 0  # row lines built so far (tests read it)
-        self._total_width = sum(c.width for c in self.cols) + GAP * (len(self.cols) + 1)
+        self._widths()
+
+    def _widths(self) -> None:
+        self._fixed = LEAD + sum(c.width + GAP for c in self.shown_cols if c.frozen)
+        self._total_width = self._fixed + sum(c.width + GAP for c in self.shown_cols
+                                              if not c.frozen)
 
     # -- data -----------------------------------------------------------------------------
 
@@ -150,18 +194,31 @@ class RowTable(ScrollView, can_focus=True):
         self.refresh()
 
     def on_resize(self) -> None:
+        # one column kept for the vertical scrollbar: the columns chosen to fit never make
+        # a horizontal one appear when the rows overflow
+        shown = choose(self.cols, self.size.width - self.styles.scrollbar_size_vertical)
+        if shown != self.shown_cols:
+            self.shown_cols = shown
+            self._widths()
+            self._strips.clear()
+            self._header = None
         self._resized()
 
     # -- rendering ------------------------------------------------------------------------
 
     def _line(self, cells: Iterable[tuple[Column, Text]], style: Style) -> Strip:
-        text = Text(" " * GAP)
+        text = Text()
         for col, cell in cells:
             text.append_text(fit(cell, col.width, col.right))
             text.append(" " * GAP)
         segments = [Segment(s.text, style + s.style if s.style else style)
                     for s in text.render(self.app.console)]
         return Strip(segments, text.cell_len)
+
+    def _parts(self, cell: Callable[[Column], Text], style: Style) -> tuple[Strip, Strip]:
+        frozen = [(c, cell(c)) for c in self.shown_cols if c.frozen]
+        rest = [(c, cell(c)) for c in self.shown_cols if not c.frozen]
+        return self._line(frozen, style), self._line(rest, style)
 
     @property
     def line_styles(self) -> tuple[Style, Style, Style]:
@@ -172,15 +229,17 @@ class RowTable(ScrollView, can_focus=True):
                             self.get_component_rich_style("table--cursor"))
         return self._styles
 
-    def _row_strip(self, key: str) -> Strip:
-        strip = self._strips.get(key)
-        if strip is None:
+    def _row_strips(self, key: str) -> tuple[Strip, Strip]:
+        strips = self._strips.get(key)
+        if strips is None:
             cells = self.cells[key]
-            strip = self._line(((c, cells.get(c.key, Text(""))) for c in self.cols),
-                               self.line_styles[0])
-            self._strips[key] = strip
+            strips = self._parts(lambda c: cells.get(c.key, Text("")), self.line_styles[0])
+            self._strips[key] = strips
             self.rows_built += 1
-        return strip
+        return strips
+
+    def header_label(self, col: Column) -> Text:
+        return Text(col.label, justify="right" if col.right else "left")
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
@@ -188,17 +247,25 @@ class RowTable(ScrollView, can_focus=True):
         base, header, cursor = self.line_styles
         if y == 0:
             if self._header is None:
-                self._header = self._line(((c, Text(c.label, justify="right" if c.right
-                                                    else "left")) for c in self.cols), header)
-            strip = self._header
+                self._header = self._parts(self.header_label, header)
+            lead = Strip([Segment(" " * LEAD, header)], LEAD)
+            frozen, rest = self._header
+            key = None
         else:
             row = scroll_y + y - 1
             if row >= len(self.order):
                 return Strip.blank(width, base)
-            strip = self._row_strip(self.order[row])
-            if row == self.cursor_row:
-                strip = strip.apply_style(cursor)
-        return strip.crop_extend(scroll_x, scroll_x + width, base)
+            key = self.order[row]
+            frozen, rest = self._row_strips(key)
+            marks = (CURSOR_MARK if row == self.cursor_row else " ") + (
+                MARK if key in self.marked else " ")
+            lead = Strip([Segment(marks, base)], LEAD)
+        view = max(0, width - self._fixed)
+        line = Strip.join([lead, frozen, rest.crop_extend(scroll_x, scroll_x + view, base)])
+        line = line.crop_extend(0, width, base)
+        if key is not None and y - 1 + scroll_y == self.cursor_row:
+            line = Strip(Segment.apply_style(list(line), post_style=cursor), width)
+        return line
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -237,3 +304,13 @@ class RowTable(ScrollView, can_focus=True):
         row = round(self.scroll_offset.y) + event.y - 1
         if event.y >= 1 and 0 <= row < len(self.order):
             self.cursor_row = row
+
+    def action_mark(self) -> None:
+        """Mark or unmark the row under the cursor, then move down one row."""
+        key = self.cursor_key
+        if key is None:
+            return
+        self.marked ^= {key}
+        self.refresh_line(self.cursor_row + 1)
+        self.post_message(self.MarksChanged([k for k in self.order if k in self.marked]))
+        self.action_cursor(1)

@@ -18,6 +18,7 @@ from evotui.tui.sampler import Proc, Reading, fixed
 from tests.conftest import ROOT
 
 T0 = 1_795_000_000.0  # a fixed moment; events are stamped from it
+NOW = T0 + 605.0  # the app's clock in tests: the run is 10 minutes old, its newest write 5 s
 OBJECTIVES = {"passkey_acc": "max", "ppl_code": "min", "ppl_math": "min", "ppl_text": "min",
               "throughput": "max"}
 READING = Reading(notice="no GPU: no NVIDIA driver (test)", cpu_pct=37.0, cpu_count=2,
@@ -63,6 +64,9 @@ def make_run(run_dir: Path) -> Path:
     store.set_state("rungs", {"steps": [4, 20]})
     store.set_state("options", {})
     store.set_state("workers", {"cpu": {"pid": 4242, "candidate": "c0002"}})
+    store.set_state("created", T0)
+    store.set_state("engine_state", {"state": "running", "pid": 4241, "since": T0,
+                                     "heartbeat": T0 + 600})
     rows = []
     for i, (cid, gen, parents, op, status, rung, step, final) in enumerate(CANDIDATES):
         metrics = {"params_total": 1_200_000 + 10_000 * i, "layers": 7}
@@ -91,6 +95,7 @@ def make_run(run_dir: Path) -> Path:
     store.close()
     with sqlite3.connect(run_dir / "run.db") as db:  # event times shown on screen: fixed
         db.execute("UPDATE events SET time = ? + id * 61", (T0,))
+        db.execute("UPDATE candidates SET created = ?, updated = ? + rowid", (T0, T0 + 590))
     return run_dir
 
 
@@ -107,3 +112,8 @@ def fixture_run(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def sampler():
     return fixed(READING)
+
+
+def clock() -> float:
+    """The app's clock in tests (a fixed moment: what the status line says never moves)."""
+    return NOW

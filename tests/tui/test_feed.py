@@ -72,12 +72,19 @@ def test_cells_format_sort_and_filter():
     c = {"id": "c0003", "generation": 2, "status": "running", "operator": "attn.rope(b4)",
          "parents": ["c0001"], "step": 7, "total_steps": 20, "rung": 1,
          "metrics": {"params_total": 2_000_000, "ppl_code": 31.25}, "device": "cuda:1"}
-    row = cells.cells(c, {"loss": 3.5, "tokens_per_s": 1234.5}, True, cols)
+    row = cells.cells(c, {"loss": 3.5, "tokens_per_s": 1234.5}, True, cols, rungs=[30, 200])
     assert {k: v.plain for k, v in row.items()} == {
-        "id": "c0003", "gen": "2", "status": "running", "rung": "1", "step": "7/20",
+        "id": "c0003", "gen": "2", "status": "running", "step": "7/30 r1", "device": "cuda:1",
         "loss": "3.5", "ppl_code": "31.25", "tok_s": "1.23k", "params": "2M", "front": "★",
         "operator": "attn.rope(b4)", "parents": "c0001"}
     assert isinstance(row["status"], Text) and row["status"].style == "bold green"
+    # the step counts toward the end of the candidate's own rung, not the run's last step
+    assert cells.progress(dict(c, rung=2, step=45), [30, 200]) == "45/200 r2"
+    assert cells.progress(dict(c, rung=0, step=0), [30, 200]) == "0/30 r0"
+    assert cells.progress(c, []) == "7/20"
+    # a command the engine has not answered shows instead of the status; off the GPU, no device
+    pending = cells.cells(dict(c, status="paused"), None, False, cols, pending="resume")
+    assert pending["status"].plain == "resume…" and pending["device"].plain == "-"
     assert cells.matches(c, "RUN rope") and cells.matches(c, "g2 cuda:1")
     assert not cells.matches(c, "paused") and not cells.matches(c, "g1")
     done = dict(c, id="c0001", status="done", metrics={"train_loss": 2.0})
