@@ -13,15 +13,15 @@ the whole table. The first poll reads each candidate's latest rows only, not its
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evotui.engine.exports import objective_values
+from evotui.engine.rundir import RunDir, try_frontier
 from evotui.engine.store import RunStore
+from evotui.jsonio import finite
 from evotui.lifecycle import FINISHED
 
 ACTIVE = ("running", "killing")
@@ -150,13 +150,11 @@ class Feed:
         stamp = (st.st_mtime, st.st_size)
         if stamp == self._frontier_stamp:
             return None
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
+        frontier = try_frontier(path)
+        if frontier is None:
             return None  # replaced atomically, so only a foreign file gets here
         self._frontier_stamp = stamp
-        entries = doc.get("frontier", []) if isinstance(doc, dict) else []
-        return [e["id"] for e in entries if isinstance(e, dict) and "id" in e]
+        return frontier.ids
 
     # -- reads for one candidate (the Loss pane, the details screen) ---------------------------
 
@@ -185,8 +183,6 @@ def engine_said(store: RunStore) -> tuple[str | None, float | None, int | None]:
 def read_info(store: RunStore) -> RunInfo:
     objectives = store.get_state("objectives") or {"loss": "min"}
     rungs = (store.get_state("rungs") or {}).get("steps") or []
-    options = store.get_state("options") or {}
-    frontier = options.get("frontier_path")
     generations = None
     try:
         import yaml
@@ -198,8 +194,7 @@ def read_info(store: RunStore) -> RunInfo:
     meta = store.meta
     return RunInfo(name=str(meta.get("name") or store.run_dir.name), run_dir=store.run_dir,
                    objectives=dict(objectives), rungs=[int(s) for s in rungs],
-                   generations=generations,
-                   frontier_path=Path(frontier) if frontier else store.run_dir / "frontier.json")
+                   generations=generations, frontier_path=RunDir.of(store).frontier_path)
 
 
 def best_candidate(candidates: Iterable[Mapping[str, Any]],
@@ -212,9 +207,8 @@ def best_candidate(candidates: Iterable[Mapping[str, Any]],
     for c in candidates:
         if c["status"] not in FINISHED:
             continue
-        value = (c.get("metrics") or {}).get(name)
-        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(
-                value):
+        value = finite((c.get("metrics") or {}).get(name))
+        if value is None:
             continue
         key = value if direction == "min" else -value
         if best is None or key < best[0]:
