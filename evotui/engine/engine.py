@@ -34,6 +34,7 @@ from evotui.engine.executor import Executor
 from evotui.engine.exports import summary, write_frontier, write_lineage
 from evotui.engine.lock import RunLock
 from evotui.engine.records import HEARTBEAT_S
+from evotui.engine.rundir import RunDir
 from evotui.engine.rungs import Promotion, Rungs
 from evotui.engine.schedule import Scheduling
 from evotui.engine.store import RunStore
@@ -163,10 +164,10 @@ class Engine(Breeding, Promotion, Scheduling, Commands):
 
     def _export(self) -> None:
         self._stale = False
-        run_dir = self.options.run_dir
-        write_frontier(self.store, self.options.frontier_path or run_dir / "frontier.json",
-                       self.cfg.evolution.objectives, self.frontier_ids())
-        write_lineage(self.store, run_dir / "lineage.json")
+        paths = RunDir(self.options.run_dir, {"frontier_path": self.options.frontier_path})
+        write_frontier(self.store, paths.frontier_path, self.cfg.evolution.objectives,
+                       self.frontier_ids())
+        write_lineage(self.store, paths.lineage_path)
 
     def cleanup(self) -> None:
         """Delete this run's checkpoints that nothing needs any more: not on the frontier,

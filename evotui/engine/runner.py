@@ -153,7 +153,8 @@ def open_run(flags: RunFlags, default_config: Path = DEFAULT_CONFIG,
     if kind == "ray":
         from evotui.engine.ray_executor import open_ray
 
-        executor: Any = open_ray(flags, store, options.checkpoint_dir or run_dir / "checkpoints")
+        ckpts = options.checkpoint_dir or RunDir(run_dir).checkpoint_dir
+        executor: Any = open_ray(flags, store, ckpts)
     else:
         executor = LocalExecutor(slots or devices.slots(flags.device, flags.devices,
                                                         flags.cpu_slots),

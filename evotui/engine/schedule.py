@@ -24,6 +24,7 @@ from evotui.engine.events import Event, Failed, Log, Result, Started, Step
 from evotui.engine.events import Guard as GuardEvent
 from evotui.engine.jobs import Job
 from evotui.engine.records import Candidate
+from evotui.engine.rundir import RunDir
 from evotui.evolve.novelty import novelty
 from evotui.evolve.variation import inheritance_map
 from evotui.lifecycle import Status
@@ -134,7 +135,7 @@ class Scheduling(_Base):
         """``RUN_DIR/checkpoints/<id>.safetensors``; in a ``--checkpoint-dir`` that other runs
         may share, the run's directory name comes first so runs never overwrite each other."""
         if self.options.checkpoint_dir is None:
-            return self.options.run_dir / "checkpoints" / f"{cid}.safetensors"
+            return RunDir(self.options.run_dir).checkpoint_dir / f"{cid}.safetensors"
         run_id = self.store.get_state("run_id") or self.options.run_dir.name
         return self.options.checkpoint_dir / f"{run_id}-{cid}.safetensors"
 
