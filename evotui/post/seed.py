@@ -37,7 +37,13 @@ class Source:
     frontier_path: Path | None = None
     run_dir: Path | None = None
     config_path: Path | None = None
+    rundir: RunDir | None = None  # the run's recorded paths (None beside a frontier JSON)
     _config: RunConfig | None = field(default=None, repr=False)
+
+    @property
+    def dir(self) -> RunDir:
+        """The run's paths; beside a frontier JSON, its directory is taken as the run's."""
+        return self.rundir or RunDir(self.out_dir)
 
     @property
     def out_dir(self) -> Path:
@@ -85,10 +91,6 @@ class Source:
         :meth:`RunDir.checkpoint`; beside a frontier JSON, its directory is the run's)."""
         return self.dir.checkpoint(entry.get("checkpoint"))
 
-    @property
-    def dir(self) -> RunDir:
-        return RunDir.open(self.run_dir) if self.run_dir is not None else RunDir(self.out_dir)
-
     def owned(self) -> list[Path]:
         """Files the run reads back (its store, config, exports, log, checkpoints): never an
         output of a command about it."""
@@ -104,12 +106,12 @@ def open_source(path: Path, config: Path | None = None) -> Source:
     if not path.exists():
         raise UserError.single("no such file or directory; give a run directory or a "
                                "frontier JSON", source=str(path))
-    run_dir = None
+    run_dir, rd = None, None
     if path.is_dir():
         frontier_path = path / FRONTIER_NAME
         if RunDir.is_run(path):
-            run_dir = path
-            frontier_path = RunDir.open(path).frontier_path
+            run_dir, rd = path, RunDir.open(path)
+            frontier_path = rd.frontier_path
         if not frontier_path.is_file():
             what = "no frontier.json yet" if run_dir else "not a run directory (no run.db)"
             raise UserError.single(f"{what}; give a run directory or a frontier JSON",
@@ -120,7 +122,7 @@ def open_source(path: Path, config: Path | None = None) -> Source:
         default_config = path.parent / CONFIG_NAME
     frontier = read_frontier(frontier_path)
     return Source(path, frontier.entries, frontier.objectives, frontier_path, run_dir,
-                  config or default_config)
+                  config or default_config, rd)
 
 
 @dataclass
