@@ -22,6 +22,7 @@ from evotui.engine import integrity
 from evotui.engine.events import Eval as EvalEvent
 from evotui.engine.events import Event, Failed, Log, Result, Started, Step
 from evotui.engine.events import Guard as GuardEvent
+from evotui.engine.events import parse as parse_event
 from evotui.engine.jobs import Job
 from evotui.engine.records import Candidate
 from evotui.engine.rundir import RunDir
@@ -151,7 +152,8 @@ class Scheduling(_Base):
                 for name, (slot, src) in mapping.items()]
 
     # -- events -------------------------------------------------------------------------
-    def _handle(self, cid: str, event: Event) -> None:
+    def _handle(self, cid: str, event: Event | dict) -> None:
+        event = parse_event(event)  # an executor outside the family may send plain dicts
         rung = self._running.get(cid, 0)
         if isinstance(event, Step):
             self.store.add_metrics([{
