@@ -71,7 +71,7 @@ class Scheduling(_Base):
                     slots = self.executor.free_slots()
                     if not slots:
                         break
-                    self._start(c, max(wanted[cid], c.rung), slots[0])
+                    self._start(c, self._target_rung(c, wanted[cid]), slots[0])
             if self._stale:  # once the free slots have their next candidates
                 self._export()
             if not self._running and (self.stopping or not any(
@@ -82,6 +82,13 @@ class Scheduling(_Base):
             except (TimeoutError, StopAsyncIteration):
                 continue
             self._handle(cid, event)
+
+    def _target_rung(self, c: Candidate, wanted: int) -> int:
+        """The rung a queued candidate trains to: the one asked for, or a later one it is
+        queued for (promoted; a run stored before the promoted rung was recorded on the
+        candidate knows it from its generation's saved promotion)."""
+        promoted = c.id in (self.store.get_state(f"promoted.{c.generation}") or [])
+        return max(wanted, c.rung, 2 if promoted else 0)
 
     def _recover(self) -> None:
         """What an engine that died left behind: a running candidate starts again (from its
