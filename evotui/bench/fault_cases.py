@@ -1,4 +1,7 @@
-"""The cases of ``evotui bench faults`` (see :mod:`evotui.bench.faults` for the figures).
+"""The process faults of ``evotui bench faults`` (see :mod:`evotui.bench.faults` for the
+figures): kill -9 and SIGTERM of the group, of the engine, of a worker, a second engine. The
+commands, the full disk and the damaged ``init_checkpoint`` are in
+:mod:`evotui.bench.fault_steer`.
 
 Each case is ``case(tiny, trials) -> Case``: it starts tiny runs, strikes, resumes, and states
 what must hold. Instants are drawn from a generator seeded by ``tiny.seed``.
@@ -10,7 +13,6 @@ import contextlib
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +24,6 @@ from evotui.bench.faults import (
     Proc,
     Tiny,
     candidates,
-    commands,
     duplicates,
     finished,
     inconsistent_exports,
@@ -38,7 +39,7 @@ from evotui.bench.faults import (
 CLEAN_WALL: dict[str, float] = {}  # the clean run's wall time, for drawing instants
 
 
-def _resume_args(run_dir: Path) -> list[str]:
+def resume_args(run_dir: Path) -> list[str]:
     return [sys.executable, "-m", "evotui", "run", "--resume", str(run_dir), "--device", "cpu",
             "--quiet"]
 
@@ -72,7 +73,7 @@ def strike_and_resume(tiny: Tiny, run_dir: Path, strike: Callable[[Proc], dict[s
              "finished_at_stop": len(finished(at_stop)),
              "failed_at_stop": sorted(c for c, v in at_stop.items() if v["status"] == "failed")}
     if resume:
-        rproc = start(_resume_args(run_dir), run_dir.parent / f"{run_dir.name}.resume.err")
+        rproc = start(resume_args(run_dir), run_dir.parent / f"{run_dir.name}.resume.err")
         rcode, rleft = _end(rproc, tiny.timeout_s)
         trial["resume_exit"] = rcode
         trial["orphans"] += len(rleft)
@@ -163,7 +164,7 @@ def kill9_rung2(tiny: Tiny, trials: int) -> Case:
     case = Case("kill9_rung2")
     rng = random.Random(tiny.seed + 1)
     runs = []
-    for i in range(max(2, trials // 3)):
+    for i in range(max(1, trials // 3)):
         run_dir = tiny.workdir / f"rung2-{i}"
 
         def strike(proc: Proc, run_dir: Path = run_dir) -> dict[str, Any]:
@@ -193,7 +194,7 @@ def _stop_case(name: str, tiny: Tiny, target: str, trials: int) -> Case:
     runs = []
     for i in range(trials):
         run_dir = tiny.workdir / f"{name}-{i}"
-        rung = 1 if i % 2 == 0 else 2
+        rung = 2 if i % 2 == 0 else 1  # most of a run's steps are in rung 2
 
         def strike(proc: Proc, run_dir: Path = run_dir, rung: int = rung) -> dict[str, Any]:
             wait_until(lambda: _running(run_dir, rung=rung, min_step=1), tiny.timeout_s)
@@ -215,12 +216,12 @@ def _stop_case(name: str, tiny: Tiny, target: str, trials: int) -> Case:
 
 def sigterm_group(tiny: Tiny, trials: int) -> Case:
     """SIGTERM to the whole process group (timeout, systemd, Slurm), in rung 1 and rung 2."""
-    return _stop_case("sigterm_group", tiny, "group", max(2, trials // 5))
+    return _stop_case("sigterm_group", tiny, "group", max(1, trials // 3))
 
 
 def sigterm_engine(tiny: Tiny, trials: int) -> Case:
     """SIGTERM to the engine process alone."""
-    return _stop_case("sigterm_engine", tiny, "engine", max(2, trials // 5))
+    return _stop_case("sigterm_engine", tiny, "engine", max(1, trials // 3))
 
 
 def kill9_worker(tiny: Tiny, trials: int) -> Case:
@@ -259,7 +260,7 @@ def second_engine(tiny: Tiny, trials: int) -> Case:
 
     def strike(proc: Proc) -> dict[str, Any]:
         wait_until(lambda: _running(run_dir), tiny.timeout_s)
-        code, err = run_cli(_resume_args(run_dir), tiny.workdir / "second.b.err", 120)
+        code, err = run_cli(resume_args(run_dir), tiny.workdir / "second.b.err", 120)
         return {"second_exit": code, "second_stderr": err.strip()[-300:],
                 "first_pid": proc.pid}
 
@@ -275,155 +276,7 @@ def second_engine(tiny: Tiny, trials: int) -> Case:
     return case
 
 
-def _phase(run_dir: Path, cid: str, phase: str, until: int) -> bool:
-    c = candidates(run_dir).get(cid)
-    if c is None:
-        return False
-    if phase == "queued":
-        return c["status"] == "queued"
-    if phase == "training":
-        return c["status"] == "running" and 0 < c["step"] < until
-    return c["status"] == "running" and c["step"] >= until  # measuring: steps all done
-
-
-def _command_case(action: str, tiny: Tiny) -> Case:
-    """``action`` sent (through the store, as ``evotui pause|kill`` does) at each phase of a
-    candidate's life: queued, training, measuring (its rung's steps done, not yet recorded)."""
-    from evotui.engine.store import RunStore
-
-    case = Case(f"{action}_phases")
-    outcomes = []
-    rung1 = max(1, tiny.steps // 5)
-    for phase, cid in (("queued", "c0002"), ("training", "c0000"), ("measuring", "c0001")):
-        run_dir = tiny.workdir / f"{action}-{phase}"
-
-        def strike(proc: Proc, run_dir: Path = run_dir, phase: str = phase,
-                   cid: str = cid) -> dict[str, Any]:
-            hit = wait_until(lambda: _phase(run_dir, cid, phase, rung1), tiny.timeout_s,
-                             poll=0.01)
-            if not hit:
-                return {"observed": False}
-            with RunStore.open(run_dir) as store:
-                store.request(cid, action)
-            return {"observed": True}
-
-        trial = strike_and_resume(tiny, run_dir, strike, resume=False)
-        cmds = [c for c in commands(run_dir) if c["candidate"] == cid]
-        final = candidates(run_dir).get(cid, {}).get("status")
-        outcomes.append({"phase": phase, "candidate": cid, "observed": trial["observed"],
-                         "exit": trial["exit"], "final_status": final,
-                         "command": {k: cmds[-1][k] for k in ("status", "outcome")}
-                         if cmds else None})
-    case.figures["phases"] = outcomes
-    want = {"pause": "paused", "kill": "killed"}[action]
-    for o in outcomes:
-        if not o["observed"]:
-            case.expect(f"{o['phase']}: phase reached", False, "the phase passed unseen")
-            continue
-        cmd = o["command"] or {}
-        case.expect(f"{o['phase']}: answered (not left pending)", cmd.get("status") in (
-            "done", "rejected"), cmd)
-        if cmd.get("status") == "done":
-            case.expect(f"{o['phase']}: done means {want}", o["final_status"] == want, o)
-        elif cmd.get("status") == "rejected":
-            case.expect(f"{o['phase']}: refused with a reason", bool(cmd.get("outcome")), o)
-        case.expect(f"{o['phase']}: the run ends (exit 0)", o["exit"] == 0, o["exit"])
-    return case
-
-
-def pause_phases(tiny: Tiny, trials: int) -> Case:
-    return _command_case("pause", tiny)
-
-
-def kill_phases(tiny: Tiny, trials: int) -> Case:
-    return _command_case("kill", tiny)
-
-
-def disk_full(tiny: Tiny, trials: int) -> Case:
-    """Checkpoints on a tmpfs too small for them: the run stops with the reason, no candidate
-    fails for it, and after the tmpfs is enlarged (space freed) --resume finishes the run."""
-    case = Case("disk_full")
-    mnt = tiny.workdir / "small-disk"
-    mnt.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        case.note = f"skipped: mount -t tmpfs failed ({mounted.stderr.strip()})"
-        case.figures["skipped"] = True
-        return case
-    try:
-        run_dir = tiny.workdir / "disk-full"
-        args = [*tiny.args(run_dir), "--checkpoint-dir", str(mnt)]
-        code, err = run_cli(args, tiny.workdir / "disk-full.err", tiny.timeout_s)
-        before = candidates(run_dir)
-        log = (run_dir / "run.log").read_text() if (run_dir / "run.log").exists() else ""
-        subprocess.run(["mount", "-o", "remount,size=400m", str(mnt)], check=True)
-        rcode, rerr = run_cli([*_resume_args(run_dir)], tiny.workdir / "disk-full.r.err",
-                              tiny.timeout_s)
-        after = candidates(run_dir)
-        case.figures.update({
-            "tmpfs": "20 MiB, then 400 MiB", "exit": code, "resume_exit": rcode,
-            "said": next((line for line in (err + log).splitlines()
-                          if "space" in line.lower()), None),
-            "failed_before": sorted(c for c, v in before.items() if v["status"] == "failed"),
-            "finished_before": len(finished(before)),
-            "finished_after": len(finished(after)),
-            "lost": len(lost(finished(before), finished(after))),
-            "failed_after": sorted(c for c, v in after.items() if v["status"] == "failed")})
-        case.expect("the full disk is named", case.figures["said"] is not None)
-        case.expect("no candidate failed for it", not case.figures["failed_before"],
-                    case.figures["failed_before"])
-        case.expect("--resume after freeing space finishes (exit 0)", rcode == 0,
-                    rerr.strip()[-300:])
-        case.expect("every candidate finished after --resume",
-                    case.figures["finished_after"] == len(after), after)
-        case.expect("no finished candidate lost", case.figures["lost"] == 0)
-    finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
-    return case
-
-
-def truncated_init_checkpoint(tiny: Tiny, trials: int) -> Case:
-    """A truncated and a bit-rotted ``train.init_checkpoint``: refused in one line naming the
-    file, exit 2, before a run directory exists."""
-    import yaml
-
-    from evotui.dsl import load
-    from evotui.model.lm import build_model
-    from evotui.train.checkpoint import save
-
-    case = Case("bad_init_checkpoint")
-    cfg = load(Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml")
-    results = []
-    for damage in ("truncated", "bit rot"):
-        path = tiny.workdir / f"init-{damage.replace(' ', '-')}.safetensors"
-        save(path, build_model(cfg.model, cfg.data.seq_len), meta={"step": 0})
-        data = bytearray(path.read_bytes())
-        if damage == "truncated":
-            data = data[: len(data) // 2]
-        else:
-            data[-4096:] = b"\xff" * 4096
-        path.write_bytes(bytes(data))
-        conf = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" /
-                               "tiny.yaml").read_text())
-        conf["train"]["init_checkpoint"] = str(path)
-        conf_path = tiny.workdir / f"init-{damage.replace(' ', '-')}.yaml"
-        conf_path.write_text(yaml.safe_dump(conf))
-        run_dir = tiny.workdir / f"init-{damage.replace(' ', '-')}-run"
-        code, err = run_cli(tiny.args(run_dir, conf_path), tiny.workdir / "init.err", 120)
-        results.append({"damage": damage, "exit": code, "stderr": err.strip()[-300:],
-                        "run_dir_made": run_dir.exists()})
-        case.expect(f"{damage}: exit 2", code == 2, code)
-        case.expect(f"{damage}: one line naming the file", err.strip().count("\n") == 0
-                    and str(path) in err, err.strip()[-300:])
-        case.expect(f"{damage}: no run directory", not run_dir.exists())
-    case.figures["results"] = results
-    return case
-
-
 CASES: dict[str, Callable[[Tiny, int], Case]] = {
     "clean": clean, "kill9_group": kill9_group, "kill9_rung2": kill9_rung2,
     "sigterm_group": sigterm_group, "sigterm_engine": sigterm_engine,
-    "kill9_worker": kill9_worker, "second_engine": second_engine,
-    "pause_phases": pause_phases, "kill_phases": kill_phases, "disk_full": disk_full,
-    "bad_init_checkpoint": truncated_init_checkpoint}
+    "kill9_worker": kill9_worker, "second_engine": second_engine}

@@ -21,7 +21,8 @@ def bench_faults(
     trials: Annotated[int, typer.Option(min=1, help="kill -9 instants (other cases scale "
                                         "with it).")] = 10,
     steps: Annotated[int, typer.Option(min=5, help="Full budget (rung 2) of each run.")] = 10,
-    population: Annotated[int, typer.Option(min=3)] = 3,
+    population: Annotated[int, typer.Option(min=2, help="Candidates per run (the phase "
+                                             "cases use 3).")] = 2,
     seed: Annotated[int, typer.Option(help="Seeds the runs and the kill instants.")] = 0,
     case: Annotated[list[str] | None, typer.Option(
         "--case", help="Run only this case (repeatable).")] = None,
@@ -31,12 +32,12 @@ def bench_faults(
 ) -> None:
     """Fault injection on tiny runs: finished candidates before and after --resume, lost,
     duplicates, orphan processes, exports against the store, per fault."""
-    from evotui.bench import fault_cases, faults
+    from evotui.bench import faults
 
-    unknown = sorted(set(case or []) - set(fault_cases.CASES))
+    unknown = sorted(set(case or []) - set(faults.all_cases()))
     if unknown:
         raise UserError.single(f"unknown case {', '.join(unknown)}; cases: "
-                               f"{', '.join(fault_cases.CASES)}", path="--case")
+                               f"{', '.join(faults.all_cases())}", path="--case")
     def say(msg: str) -> None:
         typer.echo(msg, err=True)
 

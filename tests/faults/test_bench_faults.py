@@ -8,7 +8,7 @@ import asyncio
 import json
 import os
 
-from evotui.bench import fault_cases, faults
+from evotui.bench import faults
 from tests.engine.test_engine_units import engine_with, metrics
 
 
@@ -58,7 +58,7 @@ def test_a_failed_expectation_fails_the_report(monkeypatch, tmp_path):
         case.expect("nothing lost", False, ["c0001"])
         return case
 
-    monkeypatch.setattr(fault_cases, "CASES", {"passing": passing, "failing": failing})
+    monkeypatch.setattr(faults, "all_cases", lambda: {"passing": passing, "failing": failing})
     report = faults.run(1, tmp_path)
     assert not report["ok"] and report["failed_expectations"] == ["failing: nothing lost"]
     assert report["totals"]["lost"] == 1 and report["cases"]["passing"]["ok"]
