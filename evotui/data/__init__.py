@@ -31,21 +31,15 @@ __all__ = ["Batch", "Dataset", "Region", "Tokenizer", "check_vocab", "get_tokeni
 def prepare_run(cfg: RunConfig, train_tokens: int | None,
                 progress: Callable[[str], None] | None = None, *,
                 cache_dir: Path | None = None, workers: int | None = None) -> RunConfig:
-    """Before a run's workers start: every cache built to its budget (a progress bar per
-    shard on stderr; with ``progress``, lines to it instead). Returns ``cfg`` with each
-    shard's budget written into its ``max_tokens``, so whoever reads the run's config later (its
-    workers, a resumed run) reads the same tokens."""
-    from rich.console import Console
-
+    """Before a run's workers start: every cache built to its budget, with a progress bar per
+    shard on stderr (other lines go to ``progress``, default: above the bars). Returns ``cfg``
+    with each shard's budget written into its ``max_tokens``, so whoever reads the run's config
+    later (its workers, a resumed run) reads the same tokens."""
     from evotui.data.progress import BuildBars
 
     cfg = pinned(cfg, train_tokens)
-    if progress is not None:
-        prepare(cfg, cache_dir, progress, workers=workers)
-        return cfg
-    console = Console(stderr=True)
-    with BuildBars(console) as bars:
-        prepare(cfg, cache_dir, bars.say, workers=workers, on_build=bars)
+    with BuildBars() as bars:
+        prepare(cfg, cache_dir, progress or bars.say, workers=workers, on_build=bars)
     return cfg
 
 
