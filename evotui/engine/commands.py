@@ -52,6 +52,8 @@ class Commands(_Base):
                 elif c.status in (Status.QUEUED, Status.PAUSED):
                     self.store.update_candidate(cid, status=Status.KILLED)
                     self._done(cmd, "killed")
+                elif c.status == Status.RUNNING:
+                    pass  # its job is ending now: the kill acts on what follows
                 else:
                     self._refuse(cmd, c.status)
 
@@ -65,8 +67,8 @@ class Commands(_Base):
         elif status == Status.QUEUED:
             self.store.update_candidate(cid, status=Status.PAUSED)
             self._done(cmd, "paused before it started")
-        elif self.awaiting_promotion(c):
-            pass  # its rung finished during the pause: it acts at the promotion
+        elif self.awaiting_promotion(c) or status == Status.RUNNING:
+            pass  # its rung finished (or its job is ending): it acts at what follows
         else:
             self._refuse(cmd, status)
 
