@@ -14,7 +14,15 @@ from evotui.evolve import DECK, Child, VariationError, crossover, mutate, valida
 from evotui.model import lm
 from tests.evolve.conftest import CONFIG_NAMES, config
 
-CHAINS = {"tiny": 1200, "gpt2_124m": 800, "scalehop_xover-68-8a93": 600}
+CHAINS = {"tiny": 1200, "gpt2_124m": 1000, "scalehop_xover-68-8a93": 800,
+          "primitives": 600}
+# need a block that lost its ffn / attention first, or (from the shipped configs, which have
+# none) a LINEAR, MLA, key selector or extra added first: the primitives parent starts with
+# each of them, and its chains see every operator
+RARE = {"ffn.add", "attn.add"}
+NEEDS_A_PRIMITIVE = {"attn.chunk", "attn.mla"} | {
+    f"{group}.{op}" for group in ("select", "memory_tokens", "chunk_memory", "assoc_memory",
+                                  "layer_scale", "router") for op in ("tune", "remove")}
 MAX_DEPTH = 20
 
 
@@ -66,7 +74,7 @@ def test_random_chains_validate(name):
     for cfg, parent, child in walk(name, CHAINS[name], seed=7):
         check_child(cfg, parent, child)
         seen_ops.update(child.operators)
-    rare = {"ffn.add", "attn.add"}  # need a block that lost its ffn / attention first
+    rare = RARE | (NEEDS_A_PRIMITIVE if name != "primitives" else set())
     assert set(DECK) - seen_ops <= rare, set(DECK) - seen_ops
 
 
@@ -85,7 +93,8 @@ def assert_builds(cfg: RunConfig, spec: ModelSpec) -> None:
     assert got == {k: t.shape for k, t in manifest(spec).items()}
 
 
-@pytest.mark.parametrize("name,per_op,chains", [("tiny", 2, 100), ("gpt2_124m", 2, 20)])
+@pytest.mark.parametrize("name,per_op,chains", [("tiny", 2, 100), ("gpt2_124m", 2, 20),
+                                                ("primitives", 2, 60)])
 def test_children_build_to_their_manifest(name, per_op, chains, fast_init):
     """Every operator alone, from drifted parents, then random chains: all build."""
     cfg = config(name)

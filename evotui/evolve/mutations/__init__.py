@@ -2,10 +2,12 @@
 
 from evotui.evolve.mutations import (  # noqa: F401  (registers the operators)
     attention,
+    attn_options,
     blocks,
     embedding,
     extras,
     ffn,
+    memory,
     norm,
     recurrence,
     ssm,

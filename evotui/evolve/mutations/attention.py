@@ -11,6 +11,7 @@ from evotui.evolve.mutations.base import BlockMutation, Data, MutationContext, S
 from evotui.evolve.mutations.helpers import branches, choose_other, divisors, prune_gate
 
 ROPE_KINDS = ("standard", "linear", "ntk", "yarn", "none")
+SOFTMAX = ("MHA", "GQA", "MQA")
 ROPE_FACTORS = (1.5, 2.0, 4.0, 8.0, 16.0)
 THETA_FACTORS = (0.5, 0.75, 1.5, 2.0)
 HEAD_DIMS = tuple(range(8, 257, 8))
@@ -35,7 +36,7 @@ def sensible(inner: int, current_inner: int, dim: int) -> bool:
 def set_kv_groups(attn: Data, target: int | None = None) -> None:
     """kv_groups consistent with kind and heads (GQA: the divisor nearest ``target``)."""
     h = attn["heads"]
-    if attn["kind"] == "MHA":
+    if attn["kind"] in ("MHA", "MLA"):
         attn["kv_groups"] = 1
     elif attn["kind"] == "MQA":
         attn["kv_groups"] = h
@@ -85,7 +86,8 @@ class KVGroups(AttnMutation):
     name = "attn.kv_groups"
 
     def block_ok(self, block: BlockSpec, spec: ModelSpec, ctx: MutationContext) -> bool:
-        return block.attn is not None and block.attn.kind == "GQA" and block.attn.heads > 1
+        return block.attn is not None and block.attn.kind in ("GQA", "LINEAR") and (
+            block.attn.heads > 1)
 
     def edit(self, block: Data, data: Data, rng: random.Random, ctx: MutationContext) -> str:
         a = block["attn"]
@@ -96,7 +98,12 @@ class KVGroups(AttnMutation):
 
 @register
 class Kind(AttnMutation):
+    """MHA / GQA / MQA (switching the attention family is ``attn.family``)."""
+
     name = "attn.kind"
+
+    def block_ok(self, block: BlockSpec, spec: ModelSpec, ctx: MutationContext) -> bool:
+        return block.attn is not None and block.attn.kind in SOFTMAX
 
     def edit(self, block: Data, data: Data, rng: random.Random, ctx: MutationContext) -> str:
         a = block["attn"]
@@ -121,8 +128,9 @@ class RopeKind(AttnMutation):
         if new == "none":
             a.pop("rope_theta", None)
             a.pop("rope_factor", None)
+            a.pop("rope_dim", None)
             return f"rope {old} -> none"
-        if a["head_dim"] % 2:
+        if a["head_dim"] % 2 and a["kind"] != "MLA":
             raise Skip
         a.setdefault("rope_theta", float(ctx.rope_theta_default))
         if new in SCALED_ROPE:
@@ -182,6 +190,10 @@ def default_knob(knob: str, a: Data, rng: random.Random, ctx: MutationContext) -
 @register
 class Sparsity(AttnMutation):
     name = "attn.sparsity"
+
+    def block_ok(self, block: BlockSpec, spec: ModelSpec, ctx: MutationContext) -> bool:
+        a = block.attn
+        return a is not None and a.kind != "LINEAR" and a.key_select is None
 
     def edit(self, block: Data, data: Data, rng: random.Random, ctx: MutationContext) -> str:
         a = block["attn"]

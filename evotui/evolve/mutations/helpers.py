@@ -39,10 +39,13 @@ def scaled(rng: random.Random, value: int, factors: Sequence[float], lo: int, hi
     return rng.choice(sorted(options))
 
 
+MODIFIERS = ("gated", "layer_scale", "branch_router")  # extras acting on other branches
+
+
 def branches(block: Data) -> list[str]:
-    """Branch kinds a block's data has (gated extras are not branches)."""
+    """Branch kinds a block's data has (gates, layer scales and routers are not branches)."""
     out = [k for k in BRANCH_KEYS if block.get(k) is not None]
-    out += [e["type"] for e in block.get("extras", []) if e["type"] != "gated"]
+    out += [e["type"] for e in block.get("extras", []) if e["type"] not in MODIFIERS]
     return out
 
 
@@ -51,16 +54,19 @@ def gated_index(block: Data) -> int | None:
 
 
 def prune_gate(block: Data) -> None:
-    """Keep only the gate targets the block still has; drop a gate left with none."""
-    j = gated_index(block)
-    if j is None:
-        return
+    """Keep only the targets the block still has in its gate, layer scale and branch router;
+    drop a gate or scale left with none, and a router left with fewer than two."""
     present = set(branches(block))
-    targets = [t for t in block["extras"][j]["targets"] if t in present]
-    if targets:
-        block["extras"][j]["targets"] = targets
-    else:
-        del block["extras"][j]
+    extras = block.get("extras", [])
+    for j in reversed(range(len(extras))):
+        e = extras[j]
+        if e["type"] not in MODIFIERS:
+            continue
+        targets = [t for t in e["targets"] if t in present]
+        if len(targets) >= (2 if e["type"] == "branch_router" else 1):
+            e["targets"] = targets
+        else:
+            del extras[j]
 
 
 def new_id(rng: random.Random, taken: set[str]) -> str:
