@@ -44,7 +44,9 @@ def ablate(
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per control and variant.")] = 3,
     motif: Annotated[list[str] | None, typer.Option(
         "--motif", help="Only this motif (repeatable): retro, local_global->sliding, "
-        "kv_groups->1, rope_theta->default, norm, ssm, moe->dense, extra:gated, "
+        "kv_groups->1, rope_theta->default, norm, ssm, moe->dense, alibi, qk_norm, "
+        "attn_gate, key_select->dense, linear->softmax, mla->mha, extra:<kind> (gated, "
+        "memory_tokens, chunk_memory, assoc_memory, layer_scale, branch_router), "
         "extra:custom:<name>; quote a name with '>' or write -to- (moe-to-dense). "
         "Default: all.")] = None,
     by: Annotated[str | None, typer.Option(

@@ -20,10 +20,18 @@ one-line description of the change). The motifs:
   token goes through: ``expert width x (k + shared)``. Active parameters and FLOPs per token stay
   the same; total parameters drop (the unused experts go). This isolates routing and capacity
   from compute per token.
-* ``extra:<kind>``: every extra of one other kind removed: ``extra:gated`` (branch gates) and
-  ``extra:custom:<name>`` (a registered custom component), one motif per kind present.
+* ``alibi``, ``qk_norm``, ``attn_gate``: that attention option switched off everywhere.
+* ``key_select->dense``: every top-k key selector removed (dense causal attention).
+* ``linear->softmax``: every LINEAR attention becomes GQA with the same heads and KV groups
+  (its projections carry over).
+* ``mla->mha``: every MLA attention becomes MHA with the same heads and head width.
+* ``extra:<kind>``: every extra of one other kind removed: ``extra:gated`` (branch gates),
+  ``extra:memory_tokens``, ``extra:chunk_memory``, ``extra:assoc_memory``,
+  ``extra:layer_scale``, ``extra:branch_router`` and ``extra:custom:<name>`` (a registered
+  custom component), one motif per kind present.
 
-Removing a branch also drops it from the block's gate targets (a gate left with none goes), and
+Removing a branch also drops it from the block's gate, layer-scale and router targets (a gate
+or scale left with none goes, a router left with fewer than two), and
 a block left with no branch is removed. Block ids never change, so a variant inherits every
 tensor of its candidate that still exists with the same shape (``inheritance_map`` with each
 block coming from the block of the same id). A motif that would leave no block does not apply.
@@ -48,6 +56,9 @@ from evotui.evolve.variation import validate_model
 
 DSL_ROPE_THETA: float = Priors.model_fields["rope_theta_default"].default
 EXTRA_PREFIX = "extra:"
+# extra kinds removable as ``extra:<kind>`` (retro is its own motif; custom ones by name)
+REMOVABLE = ("gated", "memory_tokens", "chunk_memory", "assoc_memory", "layer_scale",
+             "branch_router")
 
 
 class AblationError(ValueError):
@@ -230,7 +241,9 @@ class KVGroupsToOne(Ablation):
         n = 0
         for b, block in zip(spec.blocks, data["blocks"], strict=True):
             if b.attn is not None and (b.attn.kv_groups or 1) > 1:
-                block["attn"]["kind"], block["attn"]["kv_groups"] = "MHA", 1
+                if b.attn.kind != "LINEAR":  # LINEAR stays linear, with a KV head per head
+                    block["attn"]["kind"] = "MHA"
+                block["attn"]["kv_groups"] = 1
                 n += 1
         return f"{_count(n, 'attention')} -> one KV head per query head"
 
@@ -320,6 +333,8 @@ class MoEToDense(Ablation):
         return "; ".join(changes)
 
 
+from evotui.evolve import ablation_motifs  # noqa: E402, F401, I001  (registers attention motifs)
+
 # -- the registry ------------------------------------------------------------------------------
 
 def extra_kinds(spec: ModelSpec) -> list[str]:
@@ -344,14 +359,15 @@ def get(name: str) -> Ablation:
         return MOTIFS[name.replace("-to-", "->")]
     if name.startswith(EXTRA_PREFIX):
         kind = name[len(EXTRA_PREFIX):]
-        if kind == "gated" or (kind.startswith("custom:")
-                               and components.get(kind[len("custom:"):]) is not None):
+        if kind in REMOVABLE or (kind.startswith("custom:")
+                                 and components.get(kind[len("custom:"):]) is not None):
             return RemoveExtras(kind)
         if kind == "retro":
             raise AblationError("retro memory is the motif 'retro'")
     custom = ", ".join(f"{EXTRA_PREFIX}custom:{c}" for c in components.names())
+    extras = ", ".join(EXTRA_PREFIX + k for k in REMOVABLE)
     raise AblationError(f"unknown motif {name!r}; motifs: {', '.join(MOTIFS)}, "
-                        f"{EXTRA_PREFIX}gated" + (f", {custom}" if custom else ""))
+                        f"{extras}" + (f", {custom}" if custom else ""))
 
 
 def ablations(spec: ModelSpec, names: Sequence[str] | None = None,
