@@ -125,7 +125,7 @@ def rm(
 def bench_data(
     workers: Annotated[int | None, typer.Option(
         min=2, help="The parallel measurement's workers (default: the machine's cores).")] = None,
-    megabytes: Annotated[float, typer.Option(min=1.0, help="Text per measurement.")] = 16.0,
+    megabytes: Annotated[float, typer.Option(min=1.0, help="Text per measurement.")] = 8.0,
     repeats: Annotated[int, typer.Option(min=1, help="Runs per figure (the best is kept).")] = 3,
     as_json: AsJson = False,
 ) -> None:
@@ -142,7 +142,9 @@ def bench_data(
     for name, r in result["tokenizers"].items():
         typer.echo(f"  {name:<10} 1 worker {r['tokens_per_s_1']:>12,.0f} tok/s   "
                    f"{result['workers']} workers {r['tokens_per_s_n']:>12,.0f} tok/s   "
-                   f"x{r['speedup']:.2f}")
+                   f"x{r['speedup']:.2f}   CPU {r['cpu_s_1']:.2f} s -> {r['cpu_s_n']:.2f} s"
+                   + ("" if r["pool"] else "   (no pool: bytes)"))
+    typer.echo(f"  load average {result['load_average'][0]:.1f} while measuring")
     w = result["warm_first_batch_s"]
     typer.echo(f"  first training batch on a warm cache: {w:.3f} s")
 
