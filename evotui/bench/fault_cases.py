@@ -169,7 +169,7 @@ def kill9_rung2(tiny: Tiny, trials: int) -> Case:
 
         def strike(proc: Proc, run_dir: Path = run_dir) -> dict[str, Any]:
             hit = wait_until(lambda: _running(run_dir, rung=2), tiny.timeout_s)
-            time.sleep(rng.uniform(0.0, 1.0))
+            time.sleep(rng.uniform(0.0, 10.0))  # anywhere in the rung's first seconds
             seen = _snapshot(run_dir)
             kill_group(proc.pid, signal.SIGKILL)
             return {"landed_in_rung2": bool(hit) and any("rung2" in r for r in seen["running"]),
@@ -197,7 +197,8 @@ def _stop_case(name: str, tiny: Tiny, target: str, trials: int) -> Case:
         rung = 2 if i % 2 == 0 else 1  # most of a run's steps are in rung 2
 
         def strike(proc: Proc, run_dir: Path = run_dir, rung: int = rung) -> dict[str, Any]:
-            wait_until(lambda: _running(run_dir, rung=rung, min_step=1), tiny.timeout_s)
+            first = max(1, tiny.steps // 5) + 1 if rung == 2 else 1  # a step of this rung
+            wait_until(lambda: _running(run_dir, rung=rung, min_step=first), tiny.timeout_s)
             seen = _snapshot(run_dir)
             if target == "group":
                 kill_group(proc.pid, signal.SIGTERM)
