@@ -1,0 +1,410 @@
+"""The Ray executor: one long-lived Ray actor per slot, anywhere on a Ray cluster.
+
+The engine, the run store and the app stay on the head node (where this runs); each slot is a
+:class:`~evotui.engine.ray_actor.SlotActor` placed by Ray's resource requests (``num_gpus=1``
+per GPU slot, ``num_cpus`` per CPU slot) and kept warm between jobs, like a local worker. A
+threaded actor takes a ``control`` call while it trains, so pause and kill reach it at its next
+step boundary, as they reach a local worker.
+
+One monitor thread long-polls every busy actor's event buffer (``drain``), watches heartbeats
+and deadlines, and turns an actor's death into the job's one ``failed`` event: ``actor died``
+(the process ended: a crash, the OOM killer, a signal), ``node lost`` (its node left the
+cluster), ``killed`` (a kill the worker did not obey within the grace period), ``no heartbeat
+for N s``. A slot whose actor died gets a new actor at once; Ray places it when it has the
+capacity, and until then the slot is not free, so the run goes on with the slots it has.
+
+Checkpoints (``checkpoints``): ``shared`` when every node reads the checkpoint directory (a
+probe file written here and read by a task on each node), else ``copy``: the files a job reads
+(its resume checkpoint, its parents', ``train.init_checkpoint``) go to its node through Ray's
+object store, and the checkpoint it writes comes back to the head, written where the engine
+reads it. :func:`checkpoint_mode` decides (``auto``) and says why, for ``run.log``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from evotui.atomic import write_bytes
+from evotui.engine.events import parse
+from evotui.engine.executor import Event, Executor, check_action
+from evotui.engine.jobs import Job, Warm
+from evotui.engine.ray_actor import SlotActor
+from evotui.engine.worker import KILL, PAUSE
+
+POLL = 0.2  # seconds between checks on heartbeats, deadlines and actors
+MODES = ("auto", "shared", "copy")
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect this process to Ray: ``address`` (``auto``, ``HOST:PORT``) or, without one, a
+    Ray instance started here. True when this call connected (so it disconnects later)."""
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_ACCEPT_CLUSTER_DEFAULTS", "1")
+    ray.init(address=address, num_cpus=num_cpus if address is None else None,
+             include_dashboard=False, log_to_driver=False, configure_logging=False)
+    return True
+
+
+def cluster_slots(device: str, cpu_slots: int = 1) -> list[str]:
+    """The slots on the cluster: a ``cuda`` slot per GPU for ``cuda`` (and ``auto`` on a cluster
+    with GPUs), else ``cpu_slots`` CPU slots."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if device == "cuda" and not gpus:
+        raise ValueError("the Ray cluster has no GPU; use --device cpu")
+    if device in ("cuda", "auto") and gpus:
+        return ["cuda"] * gpus
+    return ["cpu"] * max(1, cpu_slots)
+
+
+def checkpoint_mode(directory: Path, mode: str = "auto") -> tuple[str, str]:
+    """(``shared`` | ``copy``, why): whether every alive node reads ``directory``."""
+    if mode not in MODES:
+        raise ValueError(f"unknown checkpoint mode {mode!r}; use one of {', '.join(MODES)}")
+    if mode != "auto":
+        return mode, "chosen"
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    directory.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    probe = directory / f".evotui-probe-{token}"
+    probe.write_text(token)
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        reads = [_reads.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote(str(probe), token) for n in nodes]
+        blind = [n.get("NodeManagerAddress", n["NodeID"])
+                 for n, ok in zip(nodes, ray.get(reads), strict=True) if not ok]
+    finally:
+        probe.unlink(missing_ok=True)
+    if blind:
+        return "copy", f"{', '.join(blind)} cannot read {directory}"
+    return "shared", f"all {len(nodes)} node(s) read {directory}"
+
+
+def open_ray(flags: Any, store: Any, checkpoint_dir: Path) -> RayExecutor:
+    """The Ray executor of ``evotui run|tui --executor ray`` (``flags``: the run flags): on the
+    cluster at ``--ray-address`` (a resumed run's own, else a Ray started here), its slots, and
+    the checkpoint mode, written to ``run.log``. Remembered in the store for ``--resume``."""
+    from evotui.engine.local import cpu_cores
+    from evotui.errors import UserError
+
+    stored = store.get_state("executor") or {}
+    address = getattr(flags, "ray_address", None) or stored.get("address")
+    wanted = getattr(flags, "ray_checkpoints", None) or stored.get("checkpoints") or "auto"
+    if getattr(flags, "devices", None):
+        raise UserError.single("names GPUs of this machine; with --executor ray the slots are "
+                               "the cluster's GPUs (or --cpu-slots with --device cpu)",
+                               path="--devices")
+    threads = flags.cpu_threads or 1
+    try:
+        owns = connect(address, num_cpus=max(cpu_cores(), flags.cpu_slots * threads))
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise UserError.single(f"cannot reach a Ray cluster at {address}: {_line(e)}; start "
+                               "one with `ray start --head` or fix the address",
+                               path="--ray-address") from None
+    try:
+        slots = cluster_slots(flags.device, flags.cpu_slots)
+        mode, why = checkpoint_mode(checkpoint_dir, wanted)
+    except ValueError as e:
+        raise UserError.single(str(e), path="--device") from None
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if slots[0] == "cpu" and len(slots) * threads > cpus:
+        raise UserError.single(f"{len(slots)} CPU slot(s) of {threads} CPU(s) need more than "
+                               f"the cluster's {cpus:g} CPUs; use fewer --cpu-slots",
+                               path="--cpu-slots")
+    executor = RayExecutor(slots, cpu_threads=threads, checkpoints=mode)
+    executor._owns_ray = owns
+    store.set_state("executor", {"kind": "ray", "address": address, "checkpoints": wanted})
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    store.add_event("run", f"executor: ray ({address or 'a local Ray started here'}, {nodes} "
+                    f"node(s)), {len(slots)} {slots[0]} slot(s); checkpoints: "
+                    f"{'shared filesystem' if mode == 'shared' else 'copied through the head'}"
+                    f" ({why})")
+    return executor
+
+
+def _line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200]
+
+
+@ray.remote(num_cpus=0)
+def _reads(path: str, token: str) -> bool:
+    try:
+        return Path(path).read_text() == token
+    except OSError:
+        return False
+
+
+@dataclass
+class _Slot:
+    label: str  # "cpu" or "cuda": what the engine sees
+    actor: Any = None
+    info: dict[str, Any] | None = None  # pid, node, ip once the actor is placed
+    ready_ref: Any = None  # pending info() of a new actor
+    job: Job | None = None
+    run_ref: Any = None
+    drain_ref: Any = None
+    last_seen: float = 0.0
+    cause: str | None = None  # why the executor is ending the job, if it is
+    deadline: float | None = None  # when to end an actor that did not obey a kill
+    warming: Any = None
+    pending: list[tuple[str, Event]] = field(default_factory=list)
+
+
+class RayExecutor(Executor):
+    def __init__(self, slots: list[str], *, address: str | None = None,
+                 cpu_threads: int | None = None, checkpoints: str = "shared",
+                 heartbeat_timeout: float = 60.0, grace: float = 5.0):
+        """``slots``: ``cpu`` / ``cuda`` labels (see :func:`cluster_slots`); ``address``: the
+        cluster (None: whatever this process is connected to, else a Ray started here);
+        ``cpu_threads``: CPUs (and torch threads) per CPU slot, 1 by default;
+        ``checkpoints``: ``shared`` or ``copy`` (see :func:`checkpoint_mode`)."""
+        super().__init__(slots)
+        if checkpoints not in ("shared", "copy"):
+            raise ValueError(f"unknown checkpoint mode {checkpoints!r}; use shared or copy")
+        self._owns_ray = connect(address)
+        self.checkpoints = checkpoints
+        self.cpu_threads = cpu_threads or 1
+        self.heartbeat_timeout, self.grace = heartbeat_timeout, grace
+        self._lock = threading.Lock()
+        self._slots = [_Slot(label) for label in self.slots]
+        self._warm: Warm | None = None
+        self._closing = False
+        self._blobs: dict[str, tuple[float, Any]] = {}  # head path -> (mtime, object ref)
+        for slot in self._slots:
+            self._place(slot)
+        self._thread = threading.Thread(target=self._monitor, name="evotui-ray", daemon=True)
+        self._thread.start()
+
+    # -- the engine's interface ---------------------------------------------------------
+    def busy_slots(self) -> list[str]:
+        """Slots running a job, and slots whose actor Ray has not placed (yet)."""
+        with self._lock:
+            return [s.label for s in self._slots if s.job is not None or s.info is None]
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return [s.job.candidate_id for s in self._slots if s.job is not None]
+
+    def submit(self, job: Job) -> None:
+        blobs = self._ship(job) if self.checkpoints == "copy" else None
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("the executor is shut down")
+            if any(s.job is not None and s.job.candidate_id == job.candidate_id
+                   for s in self._slots):
+                raise ValueError(f"candidate {job.candidate_id} is already running")
+            slot = next((s for s in self._slots if s.label == job.device and s.job is None
+                         and s.info is not None), None)
+            if slot is None:
+                raise ValueError(f"no free slot on {job.device!r} (slots: {self.slots})")
+            slot.job, slot.last_seen = job, time.monotonic()
+            slot.cause = slot.deadline = None
+            slot.pending = []
+            slot.run_ref = slot.actor.run.remote(job, blobs)
+            self._emit(job.candidate_id, parse({"kind": "started", "device": self._where(slot),
+                                                "pid": slot.info["pid"]}))
+
+    def warm(self, config: dict[str, Any], cache_dir: str | None = None) -> None:
+        """Every placed actor imports torch and prepares the dataset now; actors placed later
+        (a replaced slot) warm up when Ray places them."""
+        with self._lock:
+            self._warm = Warm(config, "cpu", cache_dir)
+            for slot in self._slots:
+                if slot.info is not None and slot.job is None:
+                    slot.warming = slot.actor.warm.remote(Warm(config, slot.label, cache_dir))
+
+    def request(self, candidate_id: str, action: str) -> bool:
+        check_action(action)
+        with self._lock:
+            slot = self._running(candidate_id)
+            if slot is None or slot.actor is None:
+                return False
+            slot.actor.control.remote(candidate_id, PAUSE if action == "pause" else KILL)
+            if action == "kill":
+                slot.cause = slot.cause or "killed"
+                if slot.deadline is None or slot.deadline > time.monotonic() + self.grace:
+                    slot.deadline = time.monotonic() + self.grace
+        return True
+
+    async def shutdown(self, kill: bool = False) -> None:
+        with self._lock:
+            self._closing = True
+            ids = [s.job.candidate_id for s in self._slots if s.job is not None]
+        if kill:
+            for candidate_id in ids:
+                self.request(candidate_id, "kill")
+        while self._thread.is_alive():
+            await asyncio.sleep(0.05)
+        for slot in self._slots:
+            if slot.actor is not None:
+                ray.kill(slot.actor)
+        if self._owns_ray:
+            ray.shutdown()
+        self._end()
+
+    # -- actors -------------------------------------------------------------------------
+    def _place(self, slot: _Slot) -> None:
+        """A new actor for ``slot``; Ray places it when it has the resources."""
+        gpu = slot.label == "cuda"
+        actor_class = ray.remote(SlotActor).options(
+            num_gpus=1 if gpu else 0, num_cpus=1 if gpu else self.cpu_threads,
+            max_concurrency=4, max_restarts=0)
+        slot.actor = actor_class.remote(None if gpu else self.cpu_threads)
+        slot.info, slot.ready_ref, slot.warming = None, slot.actor.info.remote(), None
+
+    def _running(self, candidate_id: str) -> _Slot | None:
+        return next((s for s in self._slots if s.job is not None
+                     and s.job.candidate_id == candidate_id), None)
+
+    def _where(self, slot: _Slot) -> str:
+        info = slot.info or {}
+        return f"{slot.label}@{info.get('ip', '?')}"
+
+    def _ship(self, job: Job) -> dict[str, Any]:
+        """Object refs of the files ``job`` reads, each file put once while it is unchanged."""
+        paths = [job.resume_from] if job.resume_from else []
+        paths += sorted({p for _, p, _ in job.inherit or []})
+        init = (job.config.get("train") or {}).get("init_checkpoint")
+        if init:
+            paths.append(init)
+        refs = {}
+        for path in paths:
+            mtime = Path(path).stat().st_mtime
+            held = self._blobs.get(path)
+            if held is None or held[0] != mtime:
+                held = (mtime, ray.put(Path(path).read_bytes()))
+                self._blobs[path] = held
+            refs[path] = held[1]
+        return refs
+
+    # -- the monitor thread -------------------------------------------------------------
+    def _monitor(self) -> None:
+        while True:
+            with self._lock:
+                if self._closing and all(s.job is None for s in self._slots):
+                    return
+                owners: dict[Any, tuple[_Slot, str]] = {}
+                for s in self._slots:
+                    if s.ready_ref is not None:
+                        owners[s.ready_ref] = (s, "ready")
+                    if s.job is not None:
+                        if s.drain_ref is None:
+                            s.drain_ref = s.actor.drain.remote()
+                        owners[s.drain_ref] = (s, "drain")
+                        owners[s.run_ref] = (s, "run")
+            if owners:
+                refs = list(owners)
+                ray.wait(refs, num_returns=1, timeout=POLL)
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+                ready.sort(key=lambda ref: owners[ref][1] == "run")  # events before results
+                for ref in ready:
+                    slot, what = owners[ref]
+                    self._ready(slot, what, ref)
+            else:
+                time.sleep(POLL)
+            self._check(time.monotonic())
+
+    def _ready(self, slot: _Slot, what: str, ref: Any) -> None:
+        current = {"ready": slot.ready_ref, "drain": slot.drain_ref, "run": slot.run_ref}
+        if current[what] is not ref:
+            return  # the slot has moved on (its actor died and was replaced)
+        try:
+            if what == "ready":
+                info = ray.get(ref)
+                with self._lock:
+                    slot.info, slot.ready_ref = info, None
+                    if self._warm is not None and slot.job is None:
+                        slot.warming = slot.actor.warm.remote(
+                            Warm(self._warm.config, slot.label, self._warm.cache_dir))
+            elif what == "drain":
+                slot.drain_ref = None
+                self._events(slot, ray.get(ref))
+            else:
+                final, data = ray.get(ref)
+                if slot.drain_ref is not None:  # what the actor sent before its result
+                    self._events(slot, ray.get(slot.drain_ref))
+                self._events(slot, ray.get(slot.actor.drain.remote(0.0)))
+                self._finish(slot, final, data)
+        except RayActorError as e:
+            self._died(slot, e)
+
+    def _events(self, slot: _Slot, events: list[tuple[str, Event]]) -> None:
+        job = slot.job
+        if job is None:
+            return
+        if events:  # an answer without events is no heartbeat: the job's thread may hang
+            slot.last_seen = time.monotonic()
+        for cid, event in events:
+            if cid != job.candidate_id or event.get("kind") == "heartbeat":
+                continue  # a warm-up's heartbeat, or the previous job's last words
+            if event.get("kind") == "checkpoint" and self.checkpoints == "copy":
+                event = {**event, "path": job.checkpoint_path}
+            self._emit(cid, parse(event))
+
+    def _finish(self, slot: _Slot, final: Event, data: bytes | None) -> None:
+        job = slot.job
+        assert job is not None
+        if final.get("kind") == "error":
+            final = {"kind": "failed", "reason": final.get("error", "error"),
+                     "traceback": final.get("traceback")}
+        elif data is not None:  # copy mode: the checkpoint comes home
+            write_bytes(job.checkpoint_path, data)
+            final = {**final, "checkpoint": job.checkpoint_path}
+        with self._lock:
+            slot.job, slot.run_ref, slot.drain_ref = None, None, None
+            slot.cause = slot.deadline = None
+            if final["kind"] == "failed":  # a fresh process for the next job, like a local
+                ray.kill(slot.actor)  # worker that exits after an error
+                self._place(slot)
+        self._emit(job.candidate_id, parse(final))
+
+    def _died(self, slot: _Slot, error: BaseException) -> None:
+        with self._lock:
+            job, cause = slot.job, slot.cause
+            node = (slot.info or {}).get("node")
+            slot.job, slot.run_ref, slot.drain_ref = None, None, None
+            slot.cause = slot.deadline = None
+            if self._closing:
+                slot.actor, slot.info, slot.ready_ref = None, None, None
+            else:
+                self._place(slot)
+        if job is not None:
+            reason = cause or ("node lost" if _node_lost(node, error) else "actor died")
+            self._emit(job.candidate_id, parse({"kind": "failed", "reason": reason}))
+
+    def _check(self, now: float) -> None:
+        with self._lock:
+            for s in self._slots:
+                if s.job is None:
+                    continue
+                if s.cause is None and now - s.last_seen > self.heartbeat_timeout:
+                    s.cause = f"no heartbeat for {self.heartbeat_timeout:g} s"
+                    ray.kill(s.actor)  # its pending calls fail: _died reports the cause
+                elif s.deadline is not None and now >= s.deadline:
+                    s.deadline = None
+                    ray.kill(s.actor)
+
+
+def _node_lost(node: str | None, error: BaseException) -> bool:
+    """Whether an actor died with its node: Ray says so, or the node is no longer alive."""
+    text = str(error).lower()
+    if "its node" in text or "node has died" in text or getattr(error, "preempted", False):
+        return True
+    if node is None:
+        return False
+    try:
+        return any(n["NodeID"] == node and not n.get("Alive") for n in ray.nodes())
+    except (GetTimeoutError, RuntimeError):
+        return False
