@@ -154,6 +154,8 @@ class CandidateTrainer:
             loss_sum += loss.detach() / accum
         clip = cfg.train.clip if cfg.train.clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        if hasattr(grad_norm, "full_tensor"):  # sharded (train/fsdp.py): the whole model's
+            grad_norm = grad_norm.full_tensor()
         loss_value, norm_value = torch.stack([loss_sum, grad_norm.float()]).tolist()
         if math.isfinite(loss_value) and math.isfinite(norm_value):
             self.optimizer.step()
