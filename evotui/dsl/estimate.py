@@ -212,7 +212,8 @@ def estimate(spec: ModelSpec, seq_len: int, cache_dtype_bytes: int = 2) -> Estim
             kv_bytes += cost.kv_bytes * loops
             cache += cost.cache * loops
             density = cost.keys / Pattern("none").keys_per_query(seq_len)
-            row |= {"kind": a.kind, "pattern": a.sparsity if a.softmax else "linear",
+            label = "top-k" if a.key_select is not None else a.sparsity
+            row |= {"kind": a.kind, "pattern": label if a.softmax else "linear",
                     "density": round(min(1.0, density), 4), "keys_per_query": round(cost.keys, 2)}
         if b.ssm is not None:
             s = b.ssm
@@ -247,7 +248,9 @@ def estimate(spec: ModelSpec, seq_len: int, cache_dtype_bytes: int = 2) -> Estim
         moe_blocks=sum(isinstance(b.ffn, MoEFFN) for b in spec.blocks),
         ssm_blocks=sum(b.ssm is not None for b in spec.blocks),
         attn_blocks=sum(b.attn is not None for b in spec.blocks),
-        patterns=dict(Counter(b.attn.sparsity for b in spec.blocks if b.attn is not None)),
+        patterns=dict(Counter(
+            "linear" if b.attn.kind == "LINEAR" else "top-k" if b.attn.key_select is not None
+            else b.attn.sparsity for b in spec.blocks if b.attn is not None)),
         extras=dict(extras),
         blocks=rows,
     )
