@@ -27,11 +27,14 @@ def validate(config: ConfigArg, as_json: JsonOpt = False) -> None:
     cfg = load(config, notes=notes)
     est = estimate(cfg.model, cfg.data.seq_len)
     built = params_built(cfg)
+    from evotui.dsl import memory
+
     if as_json:
         typer.echo(json.dumps(summary.as_json(cfg, est, str(config), notes) | {
-            "params_built": built}))
+            "params_built": built, "training_memory": memory.table(cfg)}))
     else:
         typer.echo(summary.as_text(cfg, est, str(config), notes, built))
+        typer.echo("\n".join(memory.lines(cfg)))
 
 
 def params_built(cfg) -> int:

@@ -68,7 +68,8 @@ def _optimizer_bytes(cfg: RunConfig, tensors: dict[str, Any]) -> int:
 
 
 def _act_elements_per_token(cfg: RunConfig, device: str) -> tuple[float, float, float]:
-    """(kept per token over all blocks, the largest single block's, kept at block edges)."""
+    """(kept per token over all blocks, one block application's (recomputed under gradient
+    checkpointing), kept at block edges)."""
     spec, n = cfg.model, cfg.data.seq_len
     d = spec.emb.dim
     per_block = []
@@ -84,8 +85,10 @@ def _act_elements_per_token(cfg: RunConfig, device: str) -> tuple[float, float, 
         attn = getattr(block, "attn", None)
         if attn is not None and device == "cpu":
             elems += 2 * attn.heads * n  # scores and probabilities, one row per token
-        per_block.append(elems * _loops(spec, i))
-    return sum(per_block), max(per_block, default=0.0), float(d * len(spec.blocks))
+        per_block.append((elems, _loops(spec, i)))
+    edges = float(d * sum(loops for _, loops in per_block))  # each application's input
+    return (sum(e * loops for e, loops in per_block),
+            max((e for e, _ in per_block), default=0.0), edges)
 
 
 def training_memory(cfg: RunConfig, device: str = "cuda", grad_ckpt: bool | None = None,
@@ -136,3 +139,25 @@ def table(cfg: RunConfig) -> list[dict[str, Any]]:
                                  for size, cap in GPU_SIZES.items()}
             rows.append(row)
     return rows
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.2f}"
+
+
+def lines(cfg: RunConfig) -> list[str]:
+    """The table as text, for ``evotui validate``."""
+    out = [f"training memory per slot at micro-batch {cfg.data.batch_size} x "
+           f"{cfg.data.seq_len} (GiB; estimate: params grads optimizer activations = total):"]
+    for row in table(cfg):
+        kind = "cuda (bf16)" if row["device"] == "cuda" and cfg.train.bf16 else (
+            f"{row['device']} (fp32)")
+        ckpt = "grad ckpt" if row["grad_ckpt"] else "no grad ckpt"
+        text = (f"  {kind:<12} {ckpt:<13} {_gib(row['params'])} {_gib(row['grads'])} "
+                f"{_gib(row['optimizer'])} {_gib(row['activations'])} = {_gib(row['total'])}")
+        if "shards_needed" in row:
+            fits = ", ".join(f"{size}: {k if k else '>8'}"
+                             for size, k in row["shards_needed"].items())
+            text += f"  FSDP shards per GPU size: {fits}"
+        out.append(text)
+    return out
