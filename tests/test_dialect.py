@@ -177,15 +177,14 @@ CASES = [
 
 
 @pytest.mark.parametrize("name,model,params,check", CASES, ids=[c[0] for c in CASES])
-def test_translated_field_loads_into_the_model_it_meant(name, model, params, check):
-    text = config(model)
-    assert dialect.detect(yaml.safe_load(text))[0] == dialect.EARLIER
+def test_translated_field_loads_into_the_model_it_meant(name, model, params, check, tmp_path):
+    path = tmp_path / f"{name}.yaml"  # a file in the earlier dialect
+    path.write_text(config(model))
+    assert dialect.detect(yaml.safe_load(path.read_text()))[0] == dialect.EARLIER
     notes: list[str] = []
-    from evotui.dsl.loader import parse, read_yaml
-    from evotui.dsl.run import RunConfig
+    from evotui.dsl import load
 
-    data, lines = read_yaml(text, name)
-    cfg = parse(data, RunConfig, name, lines, notes)
+    cfg = load(path, notes=notes)
     assert notes[0].startswith(dialect.DIALECT_NOTE)
     assert check(cfg.model)
     est = estimate(cfg.model, cfg.data.seq_len)
