@@ -31,13 +31,16 @@ PARTS = {"train": ("train_s",), "measure": ("eval_s", "measure_s"),
 
 
 def run(device: str = "cpu", population: int = 4, generations: int = 1, steps: int = 20,
-        config: Path | None = None, eval_batches: int = 2) -> dict[str, Any]:
+        config: Path | None = None, eval_batches: int = 2, executor: str = "local",
+        ray_address: str | None = None, cpu_slots: int = 1) -> dict[str, Any]:
+    """``executor``: local or ray (``ray_address``: a cluster; None: a Ray started here)."""
     from evotui.engine.runner import RunFlags, open_run
 
     with tempfile.TemporaryDirectory(prefix="evotui-bench-") as tmp:
         flags = RunFlags(config=config, generations=generations, steps=steps,
                          population=population, device=device, run_dir=Path(tmp) / "run",
-                         eval_batches=eval_batches)
+                         eval_batches=eval_batches, executor=executor,
+                         ray_address=ray_address, cpu_slots=cpu_slots)
         engine, total = open_run(flags)
         submitted: dict[str, tuple[float, str]] = {}  # candidate -> (time, slot)
         jobs: list[dict[str, Any]] = []
@@ -69,7 +72,8 @@ def run(device: str = "cpu", population: int = 4, generations: int = 1, steps: i
         wall = time.monotonic() - t0
         engine.store.close()
     return summarise(jobs, idle, wall) | {
-        "device": device, "population": population, "generations": generations,
+        "device": device, "executor": executor, "slots": len(engine.executor.slots),
+        "population": population, "generations": generations,
         "steps": steps, "eval_batches": eval_batches}
 
 

@@ -111,6 +111,11 @@ def bench_engine(
     generations: Annotated[int, typer.Option(min=1)] = 1,
     steps: Annotated[int, typer.Option(min=2, help="Full budget (rung 2) in steps.")] = 20,
     eval_batches: Annotated[int, typer.Option("--eval-batches", min=1)] = 2,
+    executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="With --executor ray: auto or HOST:PORT (default: a Ray "
+        "started here).")] = None,
+    cpu_slots: Annotated[int, typer.Option("--cpu-slots", min=1)] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Where worker wall time goes on a small search (training steps, measurement, setup,
@@ -119,13 +124,15 @@ def bench_engine(
     from evotui.engine.devices import single
 
     result = bench.run(single(device), population, generations, steps,
-                       eval_batches=eval_batches)
+                       eval_batches=eval_batches, executor=executor, ray_address=ray_address,
+                       cpu_slots=cpu_slots)
     if as_json:
         typer.echo(json.dumps(result))
         return
     idle = result["slot_idle_between_candidates_s"]
     shares = ", ".join(f"{k} {v:.1%}" for k, v in result["fractions"].items())
-    typer.echo(f"{result['jobs']} worker jobs on {device}: {result['worker_wall_s']} s in "
+    typer.echo(f"{result['jobs']} {executor} worker jobs on {device}: "
+               f"{result['worker_wall_s']} s in "
                f"workers ({shares}); not in training steps {result['not_training_fraction']:.1%}"
                f", overhead beyond training and measurement {result['overhead_fraction']:.1%}; "
                f"slot idle between candidates: median {idle['median']} s, max {idle['max']} s;"
