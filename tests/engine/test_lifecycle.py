@@ -18,8 +18,8 @@ from evotui.lifecycle import (
 
 
 def test_the_store_keeps_the_lifecycle_statuses():
-    assert store.STATUSES == tuple(Status) and set(TRANSITIONS) == set(Status)
-    assert store.ACTIONS == tuple(Command)
+    assert tuple(Status) == store.STATUSES and set(TRANSITIONS) == set(Status)
+    assert tuple(Command) == store.ACTIONS
 
 
 def test_finished_means_measured():
