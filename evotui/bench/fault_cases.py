@@ -150,11 +150,13 @@ def kill9_group(tiny: Tiny, trials: int) -> Case:
         def strike(proc: Proc, at: float = at, run_dir: Path = run_dir) -> dict[str, Any]:
             time.sleep(at)
             seen = _snapshot(run_dir)
+            live = proc.popen.poll() is None  # a late instant finds the run already done
             kill_group(proc.pid, signal.SIGKILL)
-            return {"at_s": round(at, 2), **seen}
+            return {"at_s": round(at, 2), "struck_live_run": live, **seen}
 
         runs.append(strike_and_resume(tiny, run_dir, strike))
     _totals(case, runs)
+    case.figures["struck_live_run"] = sum(t["struck_live_run"] for t in runs)
     return case
 
 
