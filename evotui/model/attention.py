@@ -9,6 +9,7 @@ the input's device, dtype and pattern (see ``evotui.model.backends``).
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import torch
 from torch import nn
@@ -32,6 +33,14 @@ __all__ = ["BACKENDS", "CHOICES", "Attention", "attend", "available_backends",
            "flash_applies", "flex_attention", "reference_attention", "select_backend"]
 
 DEFAULT_ROPE_THETA = 10000.0
+
+
+@cache
+def canonical(pattern: Pattern) -> Pattern:
+    """The one instance of each distinct pattern. Compiled code guards on the identity of the
+    pattern behind its constant masks, so layers with equal patterns must share the object to
+    share a graph."""
+    return pattern
 
 
 def reference_attention(
@@ -58,7 +67,7 @@ class Attention(nn.Module):
         self.kv_heads = spec.kv_heads
         self.head_dim = spec.head_dim
         self.seq_len = seq_len
-        self.pattern = spec.pattern()
+        self.pattern = canonical(spec.pattern())
         self.dropout = spec.dropout
         self.scale = 1.0 / math.sqrt(spec.head_dim)
         self.backend = backend

@@ -197,7 +197,6 @@ def _reach(pattern: Pattern) -> int | None:
     return None
 
 
-@lru_cache(maxsize=64)
 def chunk_plan(pattern: Pattern, seq_len: int, chunk: int = CHUNK) -> ChunkPlan:
     """The chunked layout of ``pattern`` over ``seq_len`` positions (see :class:`ChunkPlan`)."""
     residues = pattern.dilation if pattern.kind == "dilated" else 1

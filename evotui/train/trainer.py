@@ -320,9 +320,10 @@ class CandidateTrainer:
                 k.startswith("passkey") for k in cfg.evolution.objectives):
             kwargs = config_kwargs(t, cfg.data.seq_len) | {"seed": self.seed}
             tok = self.data.tokenizer
-            probe = passkey_probe(
-                self.model, self.data.filler, vocab=cfg.model.emb.vocab, exclude=(tok.eot,),
-                device=self.device, amp_dtype=self.amp_dtype, **kwargs)
+            with self.compiler.eager() if self.compiler else contextlib.nullcontext():
+                probe = passkey_probe(  # fine-tunes a deep copy: of the eager blocks
+                    self.model, self.data.filler, vocab=cfg.model.emb.vocab,
+                    exclude=(tok.eot,), device=self.device, amp_dtype=self.amp_dtype, **kwargs)
             m.update({k: float(v) for k, v in probe.items()})
         m["params_total"] = float(count_parameters(self.model))
         m["params_active"] = float(self.params_active)
