@@ -115,3 +115,33 @@ def test_check_vocab():
     assert e.value.render().endswith(
         "model.emb.vocab: 256 is smaller than tokenizer byte's vocabulary (257); "
         "use at least 257")
+
+
+def test_a_hub_name_is_fetched_when_the_hub_is_reachable(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from evotui.data import sources
+
+    served = tmp_path / "served-tokenizer.json"
+    served.write_text(train_bpe(random_docs(50, seed=2), 300))
+    asked: list[bool] = []
+
+    def download(repo_id, filename, local_files_only=False, **kw):
+        asked.append(local_files_only)
+        if local_files_only:  # not in the local cache yet
+            raise FileNotFoundError(repo_id)
+        assert (repo_id, filename) == ("org/tok", "tokenizer.json")
+        return str(served)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(sources, "hub_reachable", lambda: True)
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    tok = get_tokenizer("org/tok", None, tmp_path)
+    assert asked == [True, False] and tok.vocab_size == 300
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline: one line naming the fix, no download
+    asked.clear()
+    with pytest.raises(UserError, match=r"data.tokenizer: org/tok .*offline mode is on.*"
+                                        r"evotui data prepare"):
+        get_tokenizer("org/tok", None, tmp_path)
+    assert asked == [True]
