@@ -48,6 +48,12 @@ CASES = [
      "capacity_factor: 1.2}\n",
      BASE + D + 8 * D + 8 * swiglu(32),
      lambda m: m.blocks[0].ffn.capacity_factor == 4.0),
+    ("dense_ffn_dump_with_moe_keys",
+     "  blocks:\n  - ffn: {type: dense, hidden: 32, activation: swiglu, dropout: 0.0, "
+     "n_experts: null, k: 2, capacity_factor: 1.2, balance: 0.05, shared: 0, "
+     "shared_expert: false, router_type: softmax, drop_policy: none, experts: null}\n",
+     BASE + D + swiglu(32),
+     lambda m: m.blocks[0].ffn.type == "dense"),
     ("gqa_without_kv_groups_has_heads_over_4_groups",
      "  blocks:\n  - attn: {kind: GQA, heads: 8, head_dim: 8, kv_groups: null, rope: null}\n",
      BASE + attn(8, 8, 4),

@@ -14,6 +14,9 @@ from evotui.dsl.dialect import _blocks, _dict, _drop_nulls, _neutral, _Reader, _
 EARLIER_ROPE_THETA = 10000.0
 SCALED = ("linear", "ntk", "yarn")
 WINDOWED = ("sliding", "local_global", "local_block")
+MOE_ONLY = ("n_experts", "k", "capacity_factor", "balance", "shared", "shared_expert",
+            "router_type", "router_temperature", "router_bias_detached", "drop_policy",
+            "router_lb_weight", "router_aux_weight", "experts")
 NEVER_BUILT = "the earlier system parsed it but never built it, and evotui has no equivalent"
 
 
@@ -239,7 +242,8 @@ def _ffn(raw: dict[str, Any], loc: tuple[Any, ...], r: _Reader, lb_global: bool
          ) -> dict[str, Any]:
     f = _drop_nulls(raw)
     if f.get("type", "dense") != "moe":
-        return f
+        # a full dump carries the MoE keys on dense layers too; a dense layer never read them
+        return {k: v for k, v in f.items() if k not in MOE_ONLY}
     _pop_neutral(f, "experts", loc, r, "heterogeneous expert lists are not built by evotui; "
                  "remove it (experts are SwiGLU FFNs)")
     _pop_neutral(f, "router_bias_detached", loc, r, "the earlier bias stayed frozen at its "

@@ -16,6 +16,12 @@ Branch = Literal["attn", "ssm", "ffn", "retro", "memory_tokens", "chunk_memory",
 Weight = Annotated[float, Field(gt=0.0)]
 
 
+def unique_targets(v: list[str]) -> list[str]:
+    if len(set(v)) != len(v):
+        raise fail(None, "lists a branch twice")
+    return v
+
+
 class RetroExtra(Strict):
     """Retrieval memory over summaries of earlier chunks of the same sequence (causal)."""
 
@@ -45,12 +51,7 @@ class GatedExtra(Strict):
     init_weight: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     learnable: bool = True
 
-    @field_validator("targets")
-    @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise fail(None, "lists a branch twice")
-        return v
+    _unique = field_validator("targets")(lambda v: unique_targets(v))
 
 
 class CustomExtra(Strict):
@@ -128,7 +129,7 @@ class LayerScaleExtra(Strict):
     init: Weight = Field(0.1, description="Initial scale (CaiT: 0.1 to 1e-6 with depth).")
     learnable: bool = True
 
-    _unique = field_validator("targets")(GatedExtra._unique.__func__)  # type: ignore[attr-defined]
+    _unique = field_validator("targets")(lambda v: unique_targets(v))
 
 
 class BranchRouterExtra(Strict):
@@ -144,7 +145,7 @@ class BranchRouterExtra(Strict):
     hidden: PosInt | None = Field(None, description="Width of a hidden router layer "
                                   "(none: a linear router).")
 
-    _unique = field_validator("targets")(GatedExtra._unique.__func__)  # type: ignore[attr-defined]
+    _unique = field_validator("targets")(lambda v: unique_targets(v))
 
 
 LEGACY_EXTRAS = {

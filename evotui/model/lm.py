@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 from evotui.dsl.model import ModelSpec, Recurrence
 from evotui.model.block import Block, Gates, make_norm
 from evotui.model.ffn import MoE
+from evotui.model.selector import KeySelector
 
 # Output projections that write into the residual stream: their init is scaled by depth.
 RESIDUAL_OUT = ("wo.weight", "w_out.weight", "w2.weight", ".w2", "out_proj.weight")
@@ -149,16 +150,25 @@ class LM(nn.Module):
             self._moe = [m for m in self.modules() if isinstance(m, MoE)]
         return self._moe
 
+    def key_selectors(self) -> list[KeySelector]:
+        if not hasattr(self, "_selectors"):
+            self._selectors = [m for m in self.modules() if isinstance(m, KeySelector)]
+        return self._selectors
+
     def aux_loss(self, entropy_coeff: float = 0.0) -> torch.Tensor:
-        """MoE auxiliary loss of the last forward: the load-balance losses, minus
-        ``entropy_coeff`` x the mean router entropy (a regulariser against router collapse).
-        Zero without MoE."""
+        """Auxiliary loss of the last forward: the MoE load-balance losses, minus
+        ``entropy_coeff`` x the mean router entropy (a regulariser against router collapse),
+        plus the key selectors' distillation losses (each taken once). Zero without either."""
+        total = torch.zeros((), device=self.tok_emb.weight.device)
         layers = self.moe_layers()
-        if not layers:
-            return torch.zeros((), device=self.tok_emb.weight.device)
-        total = torch.stack([m.aux_loss for m in layers]).sum()
-        if entropy_coeff:
-            total = total - entropy_coeff * torch.stack([m.entropy for m in layers]).mean()
+        if layers:
+            total = torch.stack([m.aux_loss for m in layers]).sum()
+            if entropy_coeff:
+                total = total - entropy_coeff * torch.stack([m.entropy for m in layers]).mean()
+        for s in self.key_selectors():
+            if s.pending is not None:
+                total = total + s.pending.to(total.dtype)
+                s.pending = None
         return total
 
     def router_stats(self) -> list[dict[str, torch.Tensor]]:

@@ -8,10 +8,10 @@ best-scored other keys: keys and values are gathered, so attention work and memo
 
 Selection carries no gradient, so the indexer is trained by distillation: the KL divergence
 from the attention's own distribution over the selected keys (summed over heads, detached) to
-the indexer's softmax over the same keys, weighted ``distill``. That loss reaches the indexer
-through :class:`_Distill`, which passes the output through unchanged and gives the loss a
-gradient of one in the backward pass, so no trainer change is needed; ``last_loss`` keeps the
-value for logging.
+the indexer's softmax over the same keys, weighted ``distill``. A training forward leaves that
+term in ``pending``; ``LM.aux_loss`` collects it with the MoE losses, so the trainer adds it to
+the loss it backpropagates (scaled with it under gradient accumulation). ``last_loss`` keeps
+the unweighted value for logging.
 """
 
 from __future__ import annotations
@@ -23,18 +23,6 @@ from torch import nn
 from evotui.dsl.attn_spec import KeySelect
 
 
-class _Distill(torch.autograd.Function):
-    """Identity on ``out``; the backward pass also runs ``loss`` backward with gradient 1."""
-
-    @staticmethod
-    def forward(ctx, out: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-        return out.view_as(out)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
-        return grad, torch.ones((), device=grad.device, dtype=torch.float32)
-
-
 class KeySelector(nn.Module):
     def __init__(self, spec: KeySelect, dim: int):
         super().__init__()
@@ -44,6 +32,7 @@ class KeySelector(nn.Module):
         self.wk = nn.Linear(dim, spec.dim, bias=False)
         self.ww = nn.Linear(dim, spec.heads, bias=False)
         self.last_loss: torch.Tensor | None = None
+        self.pending: torch.Tensor | None = None  # the weighted distillation loss, not yet taken
 
     def index_scores(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, T) indexer scores ``I(t, s)`` (not yet masked)."""
@@ -72,6 +61,7 @@ class KeySelector(nn.Module):
         """q (B, H, T, hd), k and v (B, H_kv, T, hd) -> (B, H, T, hd) over the selected keys."""
         B, H, T, hd = q.shape
         hk = k.shape[1]
+        self.pending = None
         scores = self.index_scores(x)
         idx, valid = self.select(scores)  # (B, T, n)
         n = idx.shape[-1]
@@ -95,7 +85,7 @@ class KeySelector(nn.Module):
             kl = target * (target.clamp_min(1e-9).log() - logp)
             loss = kl.sum(-1).mean()
             self.last_loss = loss.detach()
-            y = _Distill.apply(y, self.distill * loss)
+            self.pending = self.distill * loss
         return y
 
     def extra_repr(self) -> str:

@@ -66,7 +66,10 @@ def test_a_later_token_never_changes_an_earlier_output(name):
 @pytest.mark.parametrize("name", KINDS)
 def test_every_weight_gets_gradient(name):
     m = module(name).train()
-    m(torch.randn(2, T, D)).pow(2).mean().backward()
+    loss = m(torch.randn(2, T, D)).pow(2).mean()
+    if getattr(m, "select", None) is not None:
+        loss = loss + m.select.pending  # the indexer learns from its distillation term only
+    loss.backward()
     for n, p in m.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, n
 
@@ -256,7 +259,8 @@ def test_selector_indexer_learns_from_distillation():
     losses = []
     for _ in range(30):
         opt.zero_grad()
-        m(x).sum().mul(0.0).backward()  # only the distillation term carries gradient
+        m(x)
+        m.select.pending.backward()  # what LM.aux_loss adds to the training loss
         losses.append(float(m.select.last_loss))
         opt.step()
     assert losses[-1] < 0.7 * losses[0]
@@ -270,3 +274,22 @@ def test_selector_cost_follows_k_not_t():
 
     assert est(4096, 8) < 12.01 and est(8192, 8) < 12.01
     assert est(4096, 32) > 2 * est(4096, 8)
+
+
+def test_the_lm_adds_the_distillation_loss_to_its_auxiliary_loss():
+    spec = parse({"emb": {"dim": D, "vocab": 50}, "blocks": [{"attn": KINDS["select"]}]},
+                 ModelSpec)
+    torch.manual_seed(0)
+    model = build_model(spec, T).train()
+    idx = torch.randint(0, 50, (2, T))
+    _, loss = model(idx, idx)
+    aux = model.aux_loss()
+    sel = model.blocks[0].attn.select
+    value = float(aux.detach())
+    assert value == pytest.approx(float(sel.last_loss) * sel.distill) and value > 0
+    (loss + aux).backward()
+    assert sel.wq.weight.grad is not None and sel.wq.weight.grad.abs().sum() > 0
+    assert float(model.aux_loss()) == 0.0  # taken once
+    model.eval()
+    model(idx)
+    assert sel.pending is None  # no distillation outside training
