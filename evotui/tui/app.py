@@ -107,6 +107,7 @@ class EvoApp(App[str | None]):
         self._closed = False
         self._read_error: str | None = None
         self._quitting: str | None = None
+        self._zoomed_from: Widget | None = None
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -332,9 +333,11 @@ class EvoApp(App[str | None]):
         screen = self.screen
         if screen.maximized is not None:
             screen.minimize()
+            if self._zoomed_from is not None:  # focus where it was before the zoom
+                self._zoomed_from.focus()
             return
         pane: Widget = self.query_one(LossPane)
-        focused = self.focused
+        focused = self._zoomed_from = self.focused
         if focused is not None and not isinstance(focused, PopulationTable):
             for node in (focused, *focused.ancestors):
                 if isinstance(node, PANES):

@@ -173,8 +173,7 @@ def engine_said(store: RunStore) -> tuple[str | None, float | None, int | None]:
     """What the engine last said about itself: its state (running, stopping, stopped,
     finished), its latest heartbeat and its pid; (None, None, None) for a run store from before
     the engine kept a heartbeat."""
-    read = getattr(store, "engine_state", None)  # the store's heartbeat (issue 11)
-    said = read() if read is not None else None
+    said = store.engine_state()
     if said is None:
         return None, None, None
     return said.state, said.heartbeat, said.pid

@@ -35,8 +35,7 @@ def sparkline(values: Sequence[float], width: int) -> str:
     picked = [v for _, v in thin(list(enumerate(values)), width)]
     lo, hi = min(picked), max(picked)
     span = (hi - lo) or 1.0
-    return "".join(SPARKS[min(len(SPARKS) - 1, int((v - lo) / span * len(SPARKS)))]
-                   for v in picked)
+    return "".join(SPARKS[round((v - lo) / span * (len(SPARKS) - 1))] for v in picked)
 
 
 def thin(points: Sequence[tuple[float, float]], limit: int) -> list[tuple[float, float]]:
