@@ -26,14 +26,21 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
 
 def status(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
-    """What a run is doing: counts per status, running candidates, best so far."""
+    """What a run is doing: the engine's state, progress and ETAs, counts per status, running
+    candidates, best so far. Exits 1 when the engine is not responding."""
     from evotui.engine.rundir import RunDir
+    from evotui.tui.runstate import plan_of, read_state, report
 
-    s = RunDir.open(run_dir).summary()
+    rd = RunDir.open(run_dir)
+    s = rd.summary()
+    with rd.store() as store:
+        state, rungs = read_state(store), plan_of(store).rungs
     if as_json:
-        typer.echo(json.dumps(s, default=str))
-        return
-    typer.echo(json.dumps(s, indent=1, default=str))
+        typer.echo(json.dumps(s | {"state": state.as_dict()}, default=str))
+    else:
+        typer.echo(report(state, s, rungs))
+    if not state.responding:
+        raise typer.Exit(1)
 
 
 def frontier(source: Annotated[Path, typer.Argument(help="A run directory or frontier JSON.")],

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import statistics
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -252,3 +253,50 @@ def _generation_time(clock: RungClock, plan: Plan, slots: int) -> float | None:
     if len(plan.rungs) > 1 and d2 is not None:
         total += _phase([d2] * max(1, round(plan.keep * plan.population)), slots)
     return total
+
+
+def read_state(store: Any, now: float | None = None) -> RunState:
+    """The run's state read whole from the store (``evotui status``; the app keeps the same
+    pieces up to date poll by poll)."""
+    clock = RungClock()
+    clock.observe(store.events(0, 1_000_000))
+    return run_state(store, store.candidates(with_spec=False), clock, plan_of(store),
+                     time.time() if now is None else now, store.get_state("workers", {}) or {})
+
+
+def _num(value: Any, fmt: str = ".4g") -> str:
+    return "-" if not isinstance(value, int | float) else f"{value:{fmt}}"
+
+
+def report(state: RunState, summary: Mapping[str, Any], rungs: Sequence[int] = ()) -> str:
+    """``evotui status`` for a person: the state first, then progress, ETAs, what runs, the
+    best so far and the commands waiting for the engine."""
+    of = f"/{state.generations}" if state.generations else ""
+    engine = state.state + (f" (engine pid {state.pid})" if state.pid else "")
+    rows = [("run", f"{state.run}  ({summary.get('run_dir', '')})"), ("state", engine),
+            ("generation", f"{state.generation}{of}")]
+    if state.elapsed_s is not None:
+        rows.append(("elapsed", duration(state.elapsed_s)))
+    if state.age_s is not None:
+        rows.append(("updated", f"{duration(state.age_s)} ago"))
+    eta = [f"{what} {duration(s)}" for what, s in (("generation", state.eta_generation_s),
+                                                    ("run", state.eta_run_s)) if s is not None]
+    rows.append(("ETA", ", ".join(eta) if eta else "-"))
+    if state.rung_s:
+        rows.append(("rung time", ", ".join(f"r{r} {duration(s)}"
+                                             for r, s in sorted(state.rung_s.items()))))
+    rows.append(("candidates", "  ".join(f"{n} {k}" for k, n in state.counts.items() if n)
+                 or "none yet"))
+    for r in summary.get("running") or []:
+        rung = int(r.get("rung") or 0)
+        end = rungs[min(max(rung, 1), len(rungs)) - 1] if rungs else r.get("total_steps")
+        rows.append(("running", f"{r['id']}  {r.get('step', 0)}/{end} r{rung}  loss "
+                     f"{_num(r.get('loss'))}  {_num(r.get('tokens_per_s'), '.0f')} tok/s  on "
+                     f"{r.get('device') or '-'}"))
+    for name, best in (summary.get("best") or {}).items():
+        if best:
+            rows.append(("best", f"{name} {_num(best.get('value'))} ({best.get('id')})"))
+    for cmd in summary.get("pending_commands") or []:
+        rows.append(("pending", f"{cmd['action']} {cmd['candidate']} (command {cmd['id']})"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

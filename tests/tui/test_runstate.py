@@ -64,3 +64,26 @@ def test_the_clock_measures_only_rungs_that_finished():
     assert clock.seconds(1) == 30.0 and clock.seconds(2) is None
     clock.observe([{"id": 4, "kind": "finish", "candidate": "a", "time": 99.0}])  # seen
     assert list(clock.times[1]) == [30.0]
+
+
+def test_status_command_reads_as_a_table_and_exits_1_when_the_engine_is_gone(fixture_run,
+                                                                              run_cli):
+    import json
+    import time
+
+    code, out, _ = run_cli("status", fixture_run)  # its heartbeat is long stale
+    assert code == 1
+    lines = dict(line.split(None, 1) for line in out.splitlines() if line.strip())
+    assert lines["state"].startswith("not responding (engine pid 4241)")
+    assert lines["generation"] == "2/3" and lines["ETA"] == "-"
+    assert "c0002  12/20 r2  loss 3.041" in out  # rung progress, not 12/20 of the run
+    code, out, _ = run_cli("status", fixture_run, "--json")
+    assert code == 1 and json.loads(out)["state"]["state"] == "not responding"
+
+    with RunStore.open(fixture_run) as store:  # a live engine
+        store.set_state("engine_state", {"state": "running", "pid": 4241, "since": T0,
+                                         "heartbeat": time.time()})
+    code, out, _ = run_cli("status", fixture_run, "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["state"]["state"] == "running"
+    assert doc["state"]["eta_generation_s"] > 0 and doc["counts"]["running"] == 1
