@@ -252,6 +252,11 @@ class EvolutionConfig(Strict):
     adaptive_mutation_min_weight: PosFloat = 0.05
     adaptive_mutation_max_weight: PosFloat = 5.0
     weight_inheritance: Literal["parent", "init", "scratch"] = "parent"
+    function_preserving: bool = Field(
+        True, description="With weight_inheritance: parent, a tensor whose shape a mutation "
+        "changed starts from a function-preserving (Net2Net) transform of its parent's "
+        "(wider FFN / heads / kv heads / experts; new blocks start as the identity) instead "
+        "of fresh; false: such tensors start fresh")
 
     @field_validator("parent_selection", mode="before")
     @classmethod

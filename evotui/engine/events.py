@@ -115,6 +115,7 @@ class Result(Event):
     checkpoint: str | None = None
     inherited: int = 0
     fresh: int = 0
+    transformed: int = 0  # tensors started from a function-preserving transform
     error: str | None = None
     train_seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)

@@ -24,6 +24,7 @@ class Job:
     checkpoint_path: str  # where the worker writes the candidate's checkpoint
     resume_from: str | None = None  # a checkpoint to continue (weights, optimizer, step)
     inherit: list[InheritSpec] | None = None  # tensors copied from parents' checkpoints
+    transforms: dict[str, dict[str, Any]] | None = None  # net2net plan (evolve.net2net_plan)
     device: str = "cpu"  # "cpu", "cuda:0", ...
     cache_dir: str | None = None  # the token cache (None: the default cache)
 

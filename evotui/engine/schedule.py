@@ -26,6 +26,7 @@ from evotui.engine.events import parse as parse_event
 from evotui.engine.jobs import Job
 from evotui.engine.records import Candidate
 from evotui.engine.rundir import RunDir
+from evotui.evolve.net2net_plan import net2net_plan
 from evotui.evolve.novelty import novelty
 from evotui.evolve.variation import inheritance_map
 from evotui.lifecycle import Status
@@ -120,6 +121,7 @@ class Scheduling(_Base):
         if (resume_from is None and c.parents and c.generation > 0
                 and self.cfg.evolution.weight_inheritance == "parent"):
             inherit = self._inherit_list(c)
+        transforms = self._transforms(c) if inherit else None
         data = to_data(self.cfg)
         data["model"] = c.spec
         if self.cfg.evolution.weight_inheritance == "scratch":
@@ -129,6 +131,7 @@ class Scheduling(_Base):
                   total_steps=self.rungs.total, rung=rung,
                   seed=self.options.seed * 100_003 + int(cid[1:]),
                   checkpoint_path=str(path), resume_from=resume_from, inherit=inherit,
+                  transforms=transforms,
                   device=slot, cache_dir=str(self.options.cache_dir)
                   if self.options.cache_dir else None)
         self.executor.submit(job)
@@ -157,6 +160,16 @@ class Scheduling(_Base):
         mapping = inheritance_map(child, provenance, specs)
         return [(name, str(parents[slot].checkpoint), src)
                 for name, (slot, src) in mapping.items()]
+
+    def _transforms(self, c: Candidate) -> dict[str, dict] | None:
+        """The function-preserving plan (``evolution.function_preserving``) for ``c``."""
+        if not self.cfg.evolution.function_preserving:
+            return None
+        child = ModelSpec.model_validate(c.spec)
+        specs = [ModelSpec.model_validate(self.store.candidate(p).spec) for p in c.parents]
+        provenance = [tuple(x) if x is not None else None for x in (c.provenance or [])]
+        return net2net_plan(child, provenance, specs, inheritance_map(child, provenance, specs),
+                            seed=self.options.seed * 100_003 + int(c.id[1:])) or None
 
     # -- events -------------------------------------------------------------------------
     def _handle(self, cid: str, event: Event | dict) -> None:
@@ -225,6 +238,8 @@ class Scheduling(_Base):
         metrics.update(result.metrics or {})
         if result.inherited:  # tensors its first rung started from (parents or
             metrics["inherited_tensors"] = result.inherited  # init_checkpoint); kept after
+            metrics["transformed_tensors"] = result.transformed  # exact / net2net / fresh
+            metrics["fresh_tensors"] = result.fresh
         if status == Status.KILLED or c.status == Status.KILLING:
             status = Status.KILLED
         if cid in self._interrupting and not status.is_finished():

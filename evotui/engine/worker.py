@@ -176,13 +176,14 @@ def train(job: Job, send: Send, flag: Flag, threads: int | None = None) -> Resul
     if job.resume_from:
         trainer.resume(job.resume_from)
     elif job.inherit:
-        trainer.inherit(inherited_state(job.inherit))
+        trainer.inherit(inherited_state(job.inherit), job.transforms)
     clock.lap("load_s")
     result = trainer.run(job.until_step, job.total_steps, job.rung)
     timings = {**clock.laps, "train_s": result.train_seconds, **result.timings}
     return parse_event({"kind": "result", **result.as_dict(),  # type: ignore[return-value]
                         "timings": timings, "received_at": received_at,
-                        "inherited": trainer.inherited, "fresh": trainer.fresh})
+                        "inherited": trainer.inherited, "fresh": trainer.fresh,
+                        "transformed": trainer.transformed})
 
 
 class _Clock:

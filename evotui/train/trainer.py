@@ -85,6 +85,7 @@ class CandidateTrainer:
         self.curve: list[dict[str, float]] = []
         self.evals: list[dict[str, float]] = []
         self.inherited, self.fresh = 0, len(self.model.state_dict())
+        self.transformed = 0  # tensors started from a net2net transform (inherit)
         est = estimate(cfg.model, cfg.data.seq_len)
         self.flops_per_token, self.params_active = est.flops_per_token, est.params_active
         self.amp_dtype = torch.bfloat16 if cfg.train.bf16 and self.device.type == "cuda" else None
@@ -97,14 +98,30 @@ class CandidateTrainer:
             self.inherit(ckpt.load_state(cfg.train.init_checkpoint))
 
     # -- starting points ----------------------------------------------------------------
-    def inherit(self, state: dict[str, torch.Tensor]) -> tuple[int, int]:
-        """Copy every tensor whose name and shape match; the rest keep their fresh init."""
+    def inherit(self, state: dict[str, torch.Tensor],
+                plan: dict[str, dict[str, Any]] | None = None) -> tuple[int, int]:
+        """Copy every tensor whose name and shape match; a tensor in ``plan`` (function-
+        preserving inheritance, :mod:`evotui.train.net2net`) starts from its transform
+        instead; the rest keep their fresh init. Counts ``inherited`` (exact copies),
+        ``transformed`` and ``fresh``."""
+        from evotui.train.net2net import start_from
+
         own = self.model.state_dict()
-        matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        plan = plan or {}
+        matched = {k: v for k, v in state.items()
+                   if k in own and k not in plan and own[k].shape == v.shape}
+        generator = torch.Generator().manual_seed(self.seed)
+        changed = {}
+        for k, t in plan.items():
+            if k in own:
+                out = start_from(own[k], state.get(k), t, generator)
+                if out is not None:
+                    changed[k] = out
         with torch.no_grad():
-            for k, v in matched.items():
+            for k, v in (matched | changed).items():
                 own[k].copy_(v.to(own[k].dtype))
-        self.inherited, self.fresh = len(matched), len(own) - len(matched)
+        self.inherited, self.transformed = len(matched), len(changed)
+        self.fresh = len(own) - len(matched) - len(changed)
         return self.inherited, self.fresh
 
     def resume(self, path: str | Path) -> None:
