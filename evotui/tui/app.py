@@ -14,21 +14,20 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Container
-from textual.events import Key, Resize
+from textual.events import Resize
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Footer
 
 from evotui.engine.store import RunStore
-from evotui.lifecycle import FINISHED, command_refusal
+from evotui.lifecycle import FINISHED
 from evotui.tui.cells import number
-from evotui.tui.confirm import ConfirmScreen, QuitScreen
+from evotui.tui.confirm import QuitScreen
 from evotui.tui.details import DetailsScreen
 from evotui.tui.feed import Feed, Update, children, frontier_points, lineage
 from evotui.tui.frontier import FrontierScreen, read_frontier
@@ -42,17 +41,18 @@ from evotui.tui.population import PopulationPane, PopulationTable
 from evotui.tui.runstate import RungClock, RunState, plan_of, run_state
 from evotui.tui.sampler import Sampler
 from evotui.tui.status import StatusBar, status_text
+from evotui.tui.steering import READONLY_KEYS, Steering
 from evotui.tui.table import RowTable
 
 POLL_S = 0.5
 CHANGES_RUN = ("pause", "resume", "kill")
-MAIN_ONLY = (*CHANGES_RUN, "details", "frontier", "filter", "sort", "reverse_sort", "zoom")
+MAIN_ONLY = (*CHANGES_RUN, "details", "frontier", "filter", "sort", "reverse_sort", "zoom",
+             "copy")
 PANES = (PopulationPane, LossPane, GpuPane, LogPane)
-READONLY_KEYS = {"p": "pause", "r": "resume", "k": "kill"}
 WIDE, TALL, TINY = 120, 32, 20  # below: narrow layout, short rows, no Loss/GPU row
 
 
-class EvoApp(App[str | None]):
+class EvoApp(Steering, App[str | None]):
     """``run_dir``: the run; ``host``: the engine when it runs in this app; ``readonly``: no
     key changes the run; ``sampler``: the GPU pane's source (tests pass a fixed one)."""
 
@@ -82,6 +82,7 @@ class EvoApp(App[str | None]):
         Binding("s", "sort", "sort"),
         Binding("S", "reverse_sort", "reverse sort", show=False),
         Binding("z", "zoom", "zoom"),
+        Binding("y", "copy", "copy id"),
         Binding("question_mark", "help", "help"),
         Binding("q", "quit", "quit"),
     ]
@@ -199,17 +200,6 @@ class EvoApp(App[str | None]):
         self._answered(update.answered)
         self._status()
 
-    def _answered(self, commands: list[dict[str, Any]]) -> None:
-        """Say what the engine did with the commands sent from here."""
-        for cmd in commands:
-            if cmd["id"] in self.requested:
-                self.requested.discard(cmd["id"])
-                what = f"{cmd['action']} {cmd['candidate']}: {cmd.get('outcome') or cmd['status']}"
-                if cmd["status"] == "rejected":
-                    self.notify(f"refused: {what}", severity="warning", timeout=8)
-                else:
-                    self.notify(what)
-
     def _track_loss(self) -> None:
         selected = self.population.selected
         c = self.feed.candidates.get(selected) if selected else None
@@ -261,51 +251,6 @@ class EvoApp(App[str | None]):
         if action in CHANGES_RUN and self.readonly:
             return None  # shown disabled; the key still says why (on_key)
         return True
-
-    def on_key(self, event: Key) -> None:
-        """A key that changes the run, pressed in a read-only session: say it was refused."""
-        action = READONLY_KEYS.get(event.key)
-        if action and self.readonly and len(self.screen_stack) == 1:
-            event.stop()
-            self.notify(f"read-only session: {action} refused (attach without --readonly to "
-                        "change the run)", severity="warning")
-
-    def _command(self, action: str) -> None:
-        cid = self.population.selected
-        if cid is None:
-            self.notify("no candidate selected", severity="warning")
-            return
-        status = self.feed.candidates[cid]["status"]
-        refusal = command_refusal(action, status)
-        if refusal:
-            self.notify(f"{cid}: {refusal}", severity="warning")
-            return
-        if self.feed.pending.get(cid) == action:
-            self.notify(f"{action} {cid}: already asked, waiting for the engine")
-            return
-        number = self.store.request(cid, action)
-        self.requested.add(number)
-        self.notify(f"{action} {cid}: requested (command {number}); it shows as {action}… "
-                    "until the engine acts")
-
-    def action_pause(self) -> None:
-        self._command("pause")
-
-    def action_resume(self) -> None:
-        self._command("resume")
-
-    def action_kill(self) -> None:
-        cid = self.population.selected
-        if cid is None or command_refusal("kill", self.feed.candidates[cid]["status"]):
-            self._command("kill")  # says why not
-            return
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._command("kill")
-
-        self.push_screen(ConfirmScreen(f"Kill {cid}?", "It stops, is marked killed and never "
-                                       "becomes a parent."), answered)
 
     @on(DetailsRequested)
     def _details_requested(self, event: DetailsRequested) -> None:

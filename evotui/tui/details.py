@@ -1,5 +1,6 @@
-"""The details screen of one candidate: what it is (spec YAML), where it came from (lineage,
-operator) and how it did (metrics)."""
+"""The details screen of one candidate: what it is (spec YAML, never wrapped: long lines scroll
+sideways, so what is copied from it is the same YAML), where it came from (lineage, operator) and
+how it did (metrics)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import HorizontalScroll, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
@@ -73,6 +74,8 @@ class DetailsScreen(Screen[None]):
     DEFAULT_CSS = """
     DetailsScreen > VerticalScroll { padding: 0 1; }
     DetailsScreen .section { margin-top: 1; text-style: bold; color: $accent; }
+    DetailsScreen #spec-scroll { height: auto; overflow-x: auto; overflow-y: hidden; }
+    DetailsScreen #spec { width: auto; }
     """
     BINDINGS = [Binding("escape,q,enter", "close", "back")]
 
@@ -94,8 +97,10 @@ class DetailsScreen(Screen[None]):
             yield Static("Metrics", classes="section")
             yield Static(metrics_table(c.get("metrics") or {}, self.objectives))
             yield Static("Spec", classes="section")
-            yield Static(Syntax(spec, "yaml", theme="ansi_dark", background_color="default",
-                                word_wrap=True))
+            # never wrapped (a wrapped line is not the same YAML): long lines scroll sideways
+            with HorizontalScroll(id="spec-scroll"):
+                yield Static(Syntax(spec, "yaml", theme="ansi_dark",
+                                    background_color="default", word_wrap=False), id="spec")
         yield Footer()
 
     def action_close(self) -> None:

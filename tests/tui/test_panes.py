@@ -112,3 +112,22 @@ def test_read_only_says_what_it_refused_and_help_marks_the_keys(fixture_run, sam
         assert "disabled (read-only session): pause the selected" in text
 
     drive(fixture_run, sampler, keys, readonly=True)
+
+
+def test_the_spec_yaml_is_never_wrapped_and_y_copies_the_id_then_the_checkpoint(fixture_run,
+                                                                               sampler):
+    import yaml
+
+    async def keys(app, pilot):
+        await pilot.press("down", "down", "y")
+        assert app.clipboard == "c0002"
+        await pilot.press("y")
+        assert app.clipboard.endswith("checkpoints/c0002.safetensors")
+        await pilot.press("enter")
+        spec_widget = app.screen.query_one("#spec")
+        shown = text_of(spec_widget)
+        assert spec_widget.size.width > 80  # wider than the terminal: it scrolls sideways
+        with RunStore.open(fixture_run, readonly=True) as store:
+            assert yaml.safe_load(shown) == store.candidate("c0002")["spec"]
+
+    drive(fixture_run, sampler, keys, size=(80, 24))
