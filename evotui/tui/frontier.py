@@ -105,11 +105,14 @@ class FrontierScreen(Screen[None]):
         plot.refresh()
 
     def action_axis(self, which: str) -> None:
-        names = list(self.objectives)
+        """The next objective on axis ``which``, never the one on the other axis."""
+        other = self.y if which == "x" else self.x
+        names = [n for n in self.objectives if n != other] or list(self.objectives)
         if not names:
             return
         current = getattr(self, which)
-        setattr(self, which, names[(names.index(current) + 1) % len(names)])
+        i = names.index(current) if current in names else -1
+        setattr(self, which, names[(i + 1) % len(names)])
         self.draw()
 
     def action_close(self) -> None:

@@ -109,6 +109,9 @@ def test_f_shows_the_frontier_and_x_y_change_the_axes(fixture_run, sampler):
         x, y = screen.x, screen.y
         await pilot.press("x")
         assert screen.x != x and screen.y == y
+        for key in "xxxxxyyyyy":  # every objective in turn, never the same on both axes
+            await pilot.press(key)
+            assert screen.x != screen.y
         await pilot.press("escape")
         assert not isinstance(app.screen, FrontierScreen)
 
