@@ -12,7 +12,7 @@ import typer
 
 CORE: tuple[str, ...] = ("config", "train", "run", "steer", "bench")  # in --help order
 MODULES: tuple[str, ...] = (*CORE, "experiments", "analysis", "tui", "convert", "data",
-                            "faults")
+                            "faults", "bench_search")
 
 
 def register_all(app: typer.Typer, bench_app: typer.Typer) -> None:

@@ -234,7 +234,7 @@ class EvolutionConfig(Strict):
     topk_keep: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     crossover_prob: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
     parent_selection: Literal[
-        "lexicase", "epsilon_lexicase", "pareto", "tournament", "map_elites"
+        "lexicase", "epsilon_lexicase", "pareto", "tournament", "map_elites", "random"
     ] = "lexicase"
     tournament_size: Annotated[int, Field(ge=2)] = 3
     archive_max_elites: PosInt = 64

@@ -15,7 +15,7 @@ from evotui.evolve.selection.map_elites import archive, cell
 from tests.conftest import ROOT
 
 OBJ = {"loss": "min", "throughput": "max"}
-NAMES = ["lexicase", "epsilon_lexicase", "pareto", "tournament", "map_elites"]
+NAMES = ["lexicase", "epsilon_lexicase", "pareto", "tournament", "map_elites", "random"]
 
 
 def picks(name: str, pool, objectives=OBJ, k: int = 400, seed: int = 0, **cfg) -> Counter:

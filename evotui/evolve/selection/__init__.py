@@ -8,6 +8,7 @@ from evotui.evolve.selection import (  # noqa: F401  (registers the selectors)
     lexicase,
     map_elites,
     pareto,
+    random_parent,
     tournament,
 )
 from evotui.evolve.selection.base import (
