@@ -94,3 +94,41 @@ def test_manifest_names_are_state_dict_names():
     assert {"blocks.0.extras.1.gate_attn", "blocks.0.extras.1.gate_ssm"} <= set(m)
     assert m["blocks.0.extras.2.w_in.weight"].shape == (8, 128)
     assert "lm_head.weight" in m and "final_norm.weight" in m
+
+
+def _attn_flops(attn, seq_len):
+    """FLOPs per token of one attention block beyond its weights."""
+    s = spec([{"attn": attn}])
+    est = estimate(s, seq_len)
+    weights = sum(6 * t.numel * t.per_token for n, t in manifest(s).items()
+                  if n.startswith("blocks.0."))
+    return est.flops_per_token - weights - 6 * 100 * 64 - 6 * 64  # tied head, final norm
+
+
+def test_linear_attention_costs_the_same_per_token_at_any_length():
+    linear = {"kind": "LINEAR", "heads": 2, "head_dim": 16, "chunk": 8}
+    assert _attn_flops(linear, 64) == _attn_flops(linear, 4096) == 12 * 2 * 16 * (8 + 16)
+    softmax = {"kind": "GQA", "heads": 2, "head_dim": 16}
+    assert _attn_flops(softmax, 4096) == pytest.approx(64 * _attn_flops(softmax, 64), rel=0.02)
+
+
+def test_mla_scores_over_the_rotary_part_and_caches_the_latent():
+    mla = {"kind": "MLA", "heads": 2, "head_dim": 16, "kv_latent": 24, "rope_dim": 8}
+    keys = (8 + 1) / 2  # dense causal at seq_len 8
+    assert _attn_flops(mla, 8) == pytest.approx(6 * 2 * (2 * 16 + 8) * keys)
+    est = estimate(spec([{"attn": mla}, {"attn": mla}]), 8)
+    assert est.kv_bytes_per_token == 2 * 2 * (24 + 8)
+
+
+def test_memory_extras_cost_what_they_read():
+    tokens = {"type": "memory_tokens", "tokens": 4, "heads": 2, "head_dim": 8}
+    chunk = {"type": "chunk_memory", "chunk": 4, "stride": 4, "heads": 2, "head_dim": 8}
+    base = estimate(spec([{"ffn": DENSE}]), 16).flops_per_token
+    with_tokens = estimate(spec([{"ffn": DENSE, "extras": [tokens]}]), 16)
+    extra_weights = 6 * (64 + 2 * 16 * 64)  # its norm, wq, wo
+    assert with_tokens.flops_per_token - base == pytest.approx(extra_weights + 12 * 4 * 16)
+    with_chunk = estimate(spec([{"ffn": DENSE, "extras": [chunk]}]), 16)
+    visible = sum((t + 1) // 4 for t in range(16)) / 16
+    kv_once = 6 * 2 * 16 * 64 / 4  # wk, wv once per summary
+    assert with_chunk.flops_per_token - base == pytest.approx(
+        extra_weights + kv_once + 12 * 16 * visible)
