@@ -8,12 +8,16 @@ The rules (docs/scale.md has the full list):
   expert width does the same, rounded to a multiple of 8, so the layer stays a whole number of
   experts. SSM branches keep ``d_state``, ``d_conv`` and ``expand`` (the inner width follows the
   model width). Retro memory widths and the built-in bottleneck components scale with the
-  width. A ``dt_rank`` or memory width equal to its default is re-derived for the new width.
+  width, and so do MLA's latents (a default ``rope_dim`` is re-derived), the heads of the
+  memory extras (their ``head_dim`` is kept) and a branch router's hidden width. A
+  ``dt_rank`` or memory width equal to its default is re-derived for the new width.
 - sequence: with ``priors.window_scale`` every attention window is re-derived as
   sqrt(seq_len) x window_scale (the loader's own :func:`~evotui.dsl.run.derive_window`);
   without it windows scale by sqrt(new / old seq_len). Global strides and block lengths keep
   their ratio to the block's window (to sqrt of the seq_len ratio for patterns without one);
-  retro strides and memory spans follow sqrt of the seq_len ratio; dilation is kept.
+  retro strides and memory spans, chunk_memory's chunk and stride and the key selector's
+  top-k and window follow sqrt of the seq_len ratio; dilation is kept; LINEAR and
+  assoc_memory chunks stay within the sequence.
 - depth: ``--layers L`` above the current count tiles the block list (block i of the deeper
   model is a copy of block i mod L0 with a fresh id); recurrence spans stay on the original
   blocks. Below it keeps the first L blocks: spans past the end are dropped, spans cut by the
@@ -226,6 +230,7 @@ class _Hop:
         heads = self.d1 // HEAD_DIM
         self.record("attn heads x head_dim", f"{a['heads']}x{a['head_dim']}",
                     f"{heads}x{HEAD_DIM}")
+        old_head_dim = a["head_dim"]
         a["heads"], a["head_dim"] = heads, HEAD_DIM
         if a["kind"] == "MQA":
             a["kv_groups"] = heads
@@ -246,6 +251,27 @@ class _Hop:
                 a[knob] = new
         if a["sparsity"] == "block" and a.get("block_stride", 0) > a["block_size"]:
             a["block_stride"] = a["block_size"]
+        self.attn_kinds(a, old_head_dim, ratio)
+
+    def attn_kinds(self, a: dict[str, Any], old_head_dim: int, ratio: float) -> None:
+        """MLA latents follow the width (a default rotary width is re-derived), the key
+        selector's top-k and window the sequence length, LINEAR's chunk stays within it."""
+        for knob in ("kv_latent", "q_latent"):
+            if a.get(knob) is not None:
+                new = _aligned(a[knob] * self.width, a[knob])
+                self.record(f"attn {knob}", a[knob], new)
+                a[knob] = new
+        if a.get("rope_dim") == max(2, old_head_dim // 2 // 2 * 2):
+            del a["rope_dim"]
+        if a.get("chunk") is not None and a["chunk"] > self.n1:
+            self.record("attn chunk", a["chunk"], self.n1)
+            a["chunk"] = self.n1
+        sel = a.get("key_select")
+        if sel is not None:
+            for knob in ("topk", "window"):
+                new = self.scaled(sel[knob], self.length)
+                self.record(f"key_select {knob}", sel[knob], new)
+                sel[knob] = new
 
     def ffn(self, f: dict[str, Any]) -> None:
         old = f["hidden"]
@@ -277,6 +303,18 @@ class _Hop:
             self.record("retro stride", e["stride"], stride)
             self.record("retro memory_tokens", e["memory_tokens"], memory)
             e["stride"], e["memory_tokens"] = stride, memory
+        elif e["type"] in ("memory_tokens", "chunk_memory", "assoc_memory"):
+            heads = max(1, round(e["heads"] * self.width))  # head_dim kept, like attention's
+            self.record(f"{e['type']} heads", e["heads"], heads)
+            e["heads"] = heads
+            for knob in ("chunk", "stride"):
+                if e.get(knob) is not None:
+                    new = (self.scaled(e[knob], self.length) if e["type"] == "chunk_memory"
+                           else min(e[knob], self.n1))
+                    self.record(f"{e['type']} {knob}", e[knob], new)
+                    e[knob] = new
+        elif e["type"] == "branch_router" and e.get("hidden") is not None:
+            e["hidden"] = _aligned(e["hidden"] * self.width, e["hidden"])
         elif e["type"] == "custom":
             comp = components.get(e["name"])
             if comp is not None and comp.params is components.BottleneckParams:
