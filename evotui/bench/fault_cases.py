@@ -141,7 +141,7 @@ def kill9_group(tiny: Tiny, trials: int) -> Case:
     """kill -9 of the whole process group (engine and workers) at random instants."""
     case = Case("kill9_group")
     rng = random.Random(tiny.seed)
-    wall = CLEAN_WALL.get("s", 30.0)
+    wall = CLEAN_WALL.get("s", 240.0)  # without the clean case: about a tiny run here
     runs = []
     for i in range(trials):
         at = rng.uniform(0.5, wall)
