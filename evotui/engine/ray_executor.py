@@ -27,7 +27,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from evotui.engine.ray_actor import SlotActor
 from evotui.engine.worker import KILL, PAUSE
 
 POLL = 0.2  # seconds between checks on heartbeats, deadlines and actors
+RETRY = 10.0  # seconds before placing again an actor that failed to start
 MODES = ("auto", "shared", "copy")
 
 
@@ -159,7 +160,7 @@ class _Slot:
     cause: str | None = None  # why the executor is ending the job, if it is
     deadline: float | None = None  # when to end an actor that did not obey a kill
     warming: Any = None
-    pending: list[tuple[str, Event]] = field(default_factory=list)
+    retry_at: float | None = None  # when to place an actor whose creation failed again
 
 
 class RayExecutor(Executor):
@@ -211,7 +212,6 @@ class RayExecutor(Executor):
                 raise ValueError(f"no free slot on {job.device!r} (slots: {self.slots})")
             slot.job, slot.last_seen = job, time.monotonic()
             slot.cause = slot.deadline = None
-            slot.pending = []
             slot.run_ref = slot.actor.run.remote(job, blobs)
             self._emit(job.candidate_id, parse({"kind": "started", "device": self._where(slot),
                                                 "pid": slot.info["pid"]}))
@@ -378,6 +378,9 @@ class RayExecutor(Executor):
             slot.cause = slot.deadline = None
             if self._closing:
                 slot.actor, slot.info, slot.ready_ref = None, None, None
+            elif getattr(error, "actor_init_failed", False):  # e.g. evotui missing on a node:
+                slot.actor, slot.info, slot.ready_ref = None, None, None  # no busy loop
+                slot.retry_at = time.monotonic() + RETRY
             else:
                 self._place(slot)
         if job is not None:
@@ -387,6 +390,9 @@ class RayExecutor(Executor):
     def _check(self, now: float) -> None:
         with self._lock:
             for s in self._slots:
+                if s.retry_at is not None and now >= s.retry_at and not self._closing:
+                    s.retry_at = None
+                    self._place(s)
                 if s.job is None:
                     continue
                 if s.cause is None and now - s.last_seen > self.heartbeat_timeout:
