@@ -126,7 +126,8 @@ def _dims(cs: tuple[int, ...], ps: tuple[int, ...], spec: Sequence[tuple[int, in
     dims = []
     covered = set()
     for dim, unit, m, split in spec:
-        if m is None or len(m) * unit != cs[dim] or max(m, default=-1) * unit >= ps[dim]:
+        if m is None or dim >= min(len(cs), len(ps)) or len(m) * unit != cs[dim] or max(
+                m, default=-1) * unit >= ps[dim]:
             return None
         covered.add(dim)
         if m != list(range(len(m))) or len(m) * unit != ps[dim]:
