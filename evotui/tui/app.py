@@ -62,7 +62,7 @@ class EvoApp(Steering, App[str | None]):
     CSS = """
     #status { height: 1; padding: 0 1; background: $boost; color: $text; dock: top; }
     #body { height: 1fr; layout: grid; grid-size: 2 3; grid-columns: 3fr 2fr;
-            grid-rows: 1fr 1fr 10; }
+            grid-rows: 2fr 1fr 10; }
     #body > PopulationPane { row-span: 2; }
     #body > LogPane { column-span: 2; }
     #body.-narrow { grid-columns: 1fr 1fr; grid-rows: 3fr 2fr 8; }
@@ -187,6 +187,8 @@ class EvoApp(Steering, App[str | None]):
         timing["paint_ms"] = (time.perf_counter() - since) * 1e3
 
     def apply(self, update: Update) -> None:
+        if not self.population.query(PopulationTable):
+            return  # closing: the panes are being taken down
         self.population.apply(update, self.feed)
         loss = self.query_one(LossPane)
         loss.extend(update.metrics)

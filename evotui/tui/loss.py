@@ -17,6 +17,8 @@ from rich.text import Text
 from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
+from evotui.tui.spark import sparkline
+
 MAX_ROWS = 4000  # per candidate; beyond, the older half is thinned
 MIN_PLOT_ROWS = 3  # fewer rows of plot than this: values and sparklines, not a plot
 COLORS = {"train": "green+", "eval": "cyan+", "parent": "gray", "best": "orange+",
@@ -25,17 +27,6 @@ STYLE = {"train": "bold green", "eval": "bold cyan", "parent": "bright_black",
          "best": "bold yellow", "rung": "red"}
 MARK_COLORS = [("magenta+", "bold magenta"), ("blue+", "bold blue"), ("yellow", "yellow"),
                ("red+", "bold red"), ("white", "white")]
-SPARKS = "▁▂▃▄▅▆▇█"
-
-
-def sparkline(values: Sequence[float], width: int) -> str:
-    """``values`` (thinned to ``width``) as block characters, lowest ▁ to highest █."""
-    if not values or width <= 0:
-        return ""
-    picked = [v for _, v in thin(list(enumerate(values)), width)]
-    lo, hi = min(picked), max(picked)
-    span = (hi - lo) or 1.0
-    return "".join(SPARKS[round((v - lo) / span * (len(SPARKS) - 1))] for v in picked)
 
 
 def thin(points: Sequence[tuple[float, float]], limit: int) -> list[tuple[float, float]]:

@@ -109,7 +109,10 @@ class PopulationPane(Vertical):
 
     @property
     def selected(self) -> str | None:
-        return self.table.cursor_key
+        """The candidate under the cursor (None also while the app is closing: the table may
+        be gone before the last messages are handled)."""
+        tables = self.query(PopulationTable)
+        return tables.first().cursor_key if tables else None
 
     # -- updates --------------------------------------------------------------------------
 
@@ -226,7 +229,8 @@ class PopulationPane(Vertical):
 
     @property
     def marked(self) -> list[str]:
-        return [k for k in self.table.order if k in self.table.marked]
+        tables = self.query(PopulationTable)
+        return [k for k in tables.first().order if k in tables.first().marked] if tables else []
 
     def open_filter(self) -> None:
         self.add_class("-filtering")

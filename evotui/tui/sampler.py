@@ -27,6 +27,7 @@ class Proc:
     candidate: str | None
     device: str
     mem_mib: float | None
+    cpu_pct: float | None = None  # of one core, since the previous reading
 
 
 @dataclass(frozen=True)
@@ -71,25 +72,43 @@ def _alive(pid: int) -> bool:
 
 class SystemSampler:
     """NVML when it answers, else psutil. The first CPU reading covers the time since the
-    sampler was made (psutil measures between calls)."""
+    sampler was made (psutil measures between calls); a worker's CPU, the time since the
+    reading that first saw it (None in that first one)."""
 
     def __init__(self) -> None:
         import psutil
 
         psutil.cpu_percent(interval=None)  # start the first measurement interval now
+        self._procs: dict[int, Any] = {}  # pid -> psutil.Process, kept for cpu_percent
+
+    def cpu_of(self, pid: int) -> float | None:
+        """The worker's CPU (percent of one core) since the last call for it."""
+        import psutil
+
+        try:
+            proc = self._procs.get(pid)
+            if proc is None:
+                self._procs[pid] = psutil.Process(pid)
+                self._procs[pid].cpu_percent(interval=None)  # the interval starts now
+                return None
+            return proc.cpu_percent(interval=None)
+        except (psutil.Error, OSError):
+            self._procs.pop(pid, None)
+            return None
 
     def __call__(self, workers: Mapping[str, Any]) -> Reading:
         ok, reason = nvml.available()
         ours = [w for w in _workers(workers) if _alive(w[0])]
+        for gone in set(self._procs) - {pid for pid, _, _ in ours}:
+            del self._procs[gone]
         if ok:
             gpus = nvml.sample()
             if gpus:
-                return Reading(gpus=gpus, procs=_gpu_procs(gpus, ours))
+                return Reading(gpus=gpus, procs=_gpu_procs(gpus, ours, self.cpu_of))
             reason = "NVML reported no device"
         return self._cpu(reason, ours)
 
-    @staticmethod
-    def _cpu(reason: str, ours: list[tuple[int, str | None, str]]) -> Reading:
+    def _cpu(self, reason: str, ours: list[tuple[int, str | None, str]]) -> Reading:
         import psutil
 
         try:
@@ -100,11 +119,12 @@ class SystemSampler:
         return Reading(notice=f"no GPU: {reason}",
                        cpu_pct=psutil.cpu_percent(interval=None),
                        cpu_count=psutil.cpu_count(), ram_used_mib=used, ram_total_mib=total,
-                       procs=[Proc(pid, cand, dev, _rss_mib(pid)) for pid, cand, dev in ours])
+                       procs=[Proc(pid, cand, dev, _rss_mib(pid), self.cpu_of(pid))
+                              for pid, cand, dev in ours])
 
 
-def _gpu_procs(gpus: list[nvml.GpuSample],
-               ours: list[tuple[int, str | None, str]]) -> list[Proc]:
+def _gpu_procs(gpus: list[nvml.GpuSample], ours: list[tuple[int, str | None, str]],
+               cpu_of: Callable[[int], float | None] = lambda pid: None) -> list[Proc]:
     """Our workers' GPU memory, from each device's process list (N/A where NVML hides it or
     the pid is not listed, e.g. in a container with its own pid namespace)."""
     by_pid: dict[int, float | None] = {}
@@ -114,7 +134,7 @@ def _gpu_procs(gpus: list[nvml.GpuSample],
     out = []
     for pid, cand, dev in ours:
         mem = by_pid.get(pid) if dev.startswith("cuda") else _rss_mib(pid)
-        out.append(Proc(pid, cand, dev, mem))
+        out.append(Proc(pid, cand, dev, mem, cpu_of(pid)))
     return out
 
 

@@ -15,7 +15,7 @@ from evotui.gpu import nvml
 from evotui.gpu.nvml import GpuProcess, GpuSample
 from evotui.tui import cells
 from evotui.tui.feed import Feed, children, lineage
-from evotui.tui.gpu import render_reading
+from evotui.tui.gpu import History, render_reading
 from evotui.tui.sampler import Reading, SystemSampler
 from tests.test_gpu_nvml import FakeNVML
 
@@ -128,11 +128,34 @@ def test_sampler_without_a_driver_shows_cpu_ram_and_a_notice(fresh_nvml, monkeyp
         raise pynvml.NVMLError_LibraryNotFound()
 
     monkeypatch.setattr(pynvml, "nvmlInit", missing)
-    reading = SystemSampler()({"cpu": {"pid": os.getpid(), "candidate": "c0001"},
-                               "cuda:9": {"pid": 2**22 + 12345, "candidate": "gone"}})
+    sampler = SystemSampler()
+    workers = {"cpu": {"pid": os.getpid(), "candidate": "c0001"},
+               "cuda:9": {"pid": 2**22 + 12345, "candidate": "gone"}}
+    reading = sampler(workers)
     assert reading.gpus == [] and reading.notice.startswith("no GPU: no NVIDIA driver")
     assert 0 <= reading.cpu_pct <= 100 and 0 < reading.ram_used_mib < reading.ram_total_mib
     [proc] = reading.procs  # the dead pid is left out
     assert proc.pid == os.getpid() and proc.mem_mib > 10
     text = render_reading(reading, 60).plain
     assert "no GPU" in text and "CPU" in text and "RAM" in text and "RSS" in text
+    # a worker's CPU: measured from the reading that first saw it to the next one
+    assert proc.cpu_pct is None
+    sum(i * i for i in range(300_000))  # some CPU time of our own
+    [again] = sampler(workers).procs
+    assert again.cpu_pct is not None and again.cpu_pct >= 0
+    assert "CPU N/A" in text  # the first reading: not measured yet
+    assert f"RSS {again.mem_mib:.0f} MiB CPU {again.cpu_pct:.0f}%" in render_reading(
+        Reading(procs=[again]), 80).plain
+
+
+def test_gpu_history_keeps_one_sample_a_second_and_fills_the_rows_it_gets():
+    history = History()
+    for t, pct in ((0.0, 10.0), (0.2, 99.0), (1.0, 50.0), (2.0, 100.0)):  # 0.2: too soon
+        history.add(Reading(cpu_pct=pct, ram_used_mib=1024, ram_total_mib=4096), t)
+    assert list(history.series["CPU"]) == [10.0, 50.0, 100.0]
+    lines = [line.plain for line in history.lines(40, 4)]  # two series, two rows each
+    assert len(lines) == 4 and lines[1].startswith("CPU") and lines[3].startswith("RAM")
+    assert lines[1].endswith("100%") and lines[0][12:15] == "  █"  # 10% and 50% stay low
+    reading = Reading(cpu_pct=100.0, ram_used_mib=1024, ram_total_mib=4096)
+    text = render_reading(reading, 40, history, height=12).plain.splitlines()
+    assert len(text) == 12  # the rows the pane has, none left empty

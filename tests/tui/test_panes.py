@@ -10,7 +10,8 @@ from evotui.engine.store import RunStore
 from evotui.tui.app import EvoApp
 from evotui.tui.help import HelpScreen
 from evotui.tui.log import CURSOR, LogPane, LogView
-from evotui.tui.loss import LossPane, sparkline
+from evotui.tui.loss import LossPane
+from evotui.tui.spark import sparkline
 from tests.tui.conftest import clock
 from tests.tui.helpers import ready, text_of, until
 
