@@ -11,11 +11,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import Footer, Static
 from textual_plotext import PlotextPlot
 
 from evotui.engine.rundir import try_frontier
-from evotui.tui.cells import number, short
+from evotui.tui.cells import Column, number, short
+from evotui.tui.table import RowTable
 
 
 def read_frontier(path: Path) -> list[dict[str, Any]]:
@@ -27,7 +28,7 @@ def read_frontier(path: Path) -> list[dict[str, Any]]:
 class FrontierScreen(Screen[None]):
     DEFAULT_CSS = """
     FrontierScreen > #frontier-note { height: 1; padding: 0 1; color: $text-muted; }
-    FrontierScreen > DataTable { height: 1fr; border: round $primary; }
+    FrontierScreen > RowTable { height: 1fr; border: round $primary; }
     FrontierScreen > PlotextPlot { height: 2fr; border: round $primary; }
     """
     BINDINGS = [Binding("x", "axis('x')", "next x"), Binding("y", "axis('y')", "next y"),
@@ -48,21 +49,24 @@ class FrontierScreen(Screen[None]):
         yield Static(f"{len(self.entries)} candidate(s) on the frontier, "
                      f"{len(self.points)} finished with every objective measured",
                      id="frontier-note")
-        yield DataTable(cursor_type="row", id="frontier-table")
+        cols = [Column("id", "id", 5, frozen=True), Column("gen", "gen", 3, True),
+                Column("rung", "rung", 4, True), Column("status", "status", 7),
+                *[Column(k, f"{k} ({'↓' if d == 'min' else '↑'})", max(8, len(k) + 4), True)
+                  for k, d in self.objectives.items()]]  # every objective: scroll sideways
+        yield RowTable(cols, id="frontier-table")
         yield PlotextPlot(id="frontier-plot")
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one(RowTable)
         table.border_title = "Frontier"
-        table.add_columns("id", "gen", "rung", "status", *[
-            f"{k} ({'↓' if d == 'min' else '↑'})" for k, d in self.objectives.items()])
-        for e in self.entries:
+        for e in self.entries:  # the same table as the Population: a ▶ cursor row
             objs = e.get("objectives") or {}
-            table.add_row(e["id"], str(e.get("generation", "?")), str(e.get("rung", "?")),
-                          e.get("status", "?"),
-                          *[Text(short(number(objs.get(k))), justify="right")
-                            for k in self.objectives], key=e["id"])
+            table.set_row(e["id"], {
+                "id": Text(e["id"]), "gen": Text(str(e.get("generation", "?"))),
+                "rung": Text(str(e.get("rung", "?"))), "status": Text(e.get("status", "?")),
+                **{k: Text(short(number(objs.get(k)))) for k in self.objectives}})
+        table.focus()
         self.draw()
 
     def draw(self) -> None:

@@ -105,3 +105,15 @@ def test_space_marks_rows_and_shift_s_reverses_the_sort(fixture_run, sampler):
         assert "sort tok/s ↓" in app.population.border_subtitle  # as the header reads
 
     drive(fixture_run, sampler, (120, 40), keys)
+
+
+def test_the_frontier_table_has_the_same_cursor(fixture_run, sampler):
+    async def keys(app, pilot):
+        await pilot.press("f")
+        table = app.screen.query_one("#frontier-table")
+        assert plain(line(table, 1)).startswith(f"{CURSOR_MARK} c0000")
+        await pilot.press("down")
+        assert plain(line(table, 2)).startswith(f"{CURSOR_MARK} c0001")
+        assert not plain(line(table, 1)).startswith(CURSOR_MARK)
+
+    drive(fixture_run, sampler, (80, 24), keys)
