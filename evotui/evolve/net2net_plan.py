@@ -69,14 +69,19 @@ def net2net_plan(child: ModelSpec, provenance: Provenance, parents: Sequence[Mod
     return dict(sorted(plan.items()))
 
 
-def counts(plan: Mapping[str, Transform], mapping: Mapping[str, Any],
-           names: Sequence[str]) -> dict[str, int]:
-    """How the child's tensors start: ``exact`` copies, ``transformed`` (widened or zeroed
-    for an identity start) and ``fresh``, by the plan alone (the trainer measures the same)."""
-    transformed = sum(1 for n in names if n in plan)
-    exact = sum(1 for n in names if n in mapping and n not in plan)
+def counts(child: ModelSpec, parents: Sequence[ModelSpec],
+           mapping: Mapping[str, tuple[int, str]], plan: Mapping[str, Transform]
+           ) -> dict[str, int]:
+    """How the child's tensors start: ``exact`` copies (same shape, no transform),
+    ``transformed`` (widened, or zeroed for an identity start) and ``fresh``; what the
+    trainer counts when it applies the plan."""
+    own = {k: v.shape for k, v in manifest(child).items()}
+    shapes = [{k: v.shape for k, v in manifest(p).items()} for p in parents]
+    transformed = sum(1 for n in own if n in plan)
+    exact = sum(1 for n, (slot, src) in mapping.items()
+                if n not in plan and own.get(n) == shapes[slot].get(src))
     return {"exact": exact, "transformed": transformed,
-            "fresh": len(names) - exact - transformed}
+            "fresh": len(own) - exact - transformed}
 
 
 def _is_new(child: ModelSpec, i: int, prov: tuple[int, str] | None) -> bool:

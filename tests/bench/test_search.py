@@ -110,3 +110,30 @@ def test_command_refuses_an_unknown_method(run_cli) -> None:
     code, _, err = run_cli("bench", "search", str(ROOT / "configs" / "tiny.yaml"),
                            "--methods", "evolve,grid")
     assert code == 2 and "--methods" in err and "grid" in err
+
+
+def test_the_switch_turns_the_net2net_plan_off(tmp_path) -> None:
+    """evolution.function_preserving: the engine sends resized children's plans to the
+    workers when true, none when false; anything but a boolean is refused."""
+    import asyncio
+
+    import pytest
+    import yaml
+
+    from evotui.dsl import loads, to_data
+    from evotui.errors import UserError
+
+    sent = {}
+    for on in (True, False):
+        cfg = load(ROOT / "configs" / "tiny.yaml")
+        cfg.evolution.population = 6
+        cfg.evolution.function_preserving = on
+        budget = search.plan(cfg, Rungs((2, 4)), TPS, 3 * (6 * 2 + 3 * 2) * TPS)
+        FakeExecutor.log = []
+        asyncio.run(search.search(cfg, 0, budget, FakeExecutor(), tmp_path / f"fp-{on}"))
+        sent[on] = [j.transforms for j in FakeExecutor.log if j.inherit]
+    assert any(sent[True]) and not any(sent[False])
+    data = to_data(load(ROOT / "configs" / "tiny.yaml"))
+    data["evolution"]["function_preserving"] = "sometimes"
+    with pytest.raises(UserError, match="function_preserving"):
+        loads(yaml.safe_dump(data))

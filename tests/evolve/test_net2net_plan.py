@@ -34,7 +34,7 @@ def test_plans_of_random_children_fit_their_shapes() -> None:
             for d in t["dims"]:
                 assert len(d["map"]) * d["unit"] == own[name][d["dim"]]
                 assert max(d["map"]) * d["unit"] < src[d["dim"]]
-        c = counts(plan, mapping, list(own))
+        c = counts(child.spec, [parent], mapping, plan)
         assert c["exact"] + c["transformed"] + c["fresh"] == len(own)
         if all(own[n] == pshapes.get(s) for n, (_, s) in mapping.items()) and all(
                 p is not None and p[1] == b.id for p, b in zip(child.provenance,
