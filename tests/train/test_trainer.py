@@ -160,7 +160,7 @@ def test_bench_train_cli(run_cli):
     for key in ("fast", "plain"):
         assert row[key]["tokens_per_s"] > 0 and row[key]["peak_mem_mb"] > 0
         assert row[key]["mfu"] is None  # no device peak on a CPU
-    assert row["fast"]["backend"] == "auto" and row["plain"]["backend"] == "reference"
+    assert row["fast"]["backend"] == "auto" and row["plain"]["backend"] == "sdpa"
 
 
 def test_max_tokens_caps_training(tiny_cfg, dataset):
