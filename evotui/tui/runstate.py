@@ -20,10 +20,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from evotui.engine.records import STALE_S  # a heartbeat older: not responding
 from evotui.tui.feed import engine_said
 
 STATES = ("running", "stopping", "stopped", "finished", "not responding", "not started")
-STALE_S = 10.0  # a heartbeat older than this: the engine is not responding
 STALE_NO_BEAT_S = 120.0  # a run store from before heartbeats: its newest write, this old
 RECENT = 20  # rung times kept per rung (the median of these is the estimate)
 ENDS = frozenset({"failed", "failure", "killed", "kill", "paused", "stopped"})  # no measure
