@@ -21,6 +21,12 @@ from evotui.post.seed import open_source
 from evotui.train import checkpoint as ckpt
 
 
+def _default_theta(spec: ModelSpec) -> bool:
+    """Every RoPE attention of ``spec`` uses the default theta (10000)."""
+    return all(b.attn is None or b.attn.rope == "none" or b.attn.rope_theta in (None, 10000)
+               for b in spec.blocks)
+
+
 def _best(run_dir: Path) -> dict:
     """The frontier entry the documented rule picks: best by the first objective, ties broken
     by the next ones."""
@@ -84,11 +90,18 @@ def test_ablate_a_tiny_run_end_to_end(tiny_run, run_cli, tmp_path):
                                     else "better")
         elif e["mean"] != 0:
             assert e["verdict"] == "within noise"
-    # the candidate's theta is the default: reported, not dropped
-    assert cand["motifs"]["rope_theta->default"] == {
-        "applies": False, "reason": "every RoPE attention uses the default theta 10000"}
+    # a motif the candidate lacks is reported, not dropped (which candidate wins, and so its
+    # RoPE theta, depends on how the run went)
+    rope = cand["motifs"]["rope_theta->default"]
     table = format_table(doc)
-    assert "rope_theta->default" in table and "n/a: every RoPE attention" in table
+    assert "rope_theta->default" in table
+    if _default_theta(spec):
+        assert rope == {"applies": False,
+                        "reason": "every RoPE attention uses the default theta 10000"}
+        assert "n/a: every RoPE attention" in table
+    else:
+        assert rope["applies"] and rope["change"].endswith("-> 10000")
+        assert [r["status"] for r in rope["runs"]] == ["done", "done"]
     assert f"{best['id']} (rank 1" in table
 
 
@@ -112,7 +125,7 @@ class FakeExecutor:
             self.items.append((job.candidate_id, {"kind": "failed", "exitcode": -9,
                                                   "reason": "worker exited with code -9"}))
             return
-        bump = {"control": 0.0, "retro": 2.0 * (i + 1)}[motif]
+        bump = {"retro": 2.0 * (i + 1)}.get(motif, 0.0)  # control, and a theta change
         metrics = {"ppl_code": 100.0 + i + bump, "ppl_math": 50.0, "ppl_text": 70.0 + i,
                    "passkey_acc": 0.0,
                    "throughput": 1000.0 - (100.0 if motif == "retro" else 0.0)}
@@ -151,7 +164,9 @@ def test_same_start_budget_and_seeds_and_a_failed_variant_fails_alone(tiny_run, 
         assert (job.until_step, job.total_steps, job.resume_from) == (3, 3, None)
         assert {path for _, path, _ in job.inherit} == {start}
         assert "init_checkpoint" not in job.config["train"]
-    assert sorted(by_motif) == ["control", "kv_groups->1", "retro"]
+    rope = [] if _default_theta(ModelSpec.model_validate(best["spec"])) else [
+        "rope_theta->default"]  # trained only where the candidate's theta is not the default
+    assert sorted(by_motif) == ["control", "kv_groups->1", "retro", *rope]
     for jobs in by_motif.values():
         assert [j.seed for j in jobs] == seeds
     control = by_motif["control"][0]

@@ -63,7 +63,8 @@ def test_a_failed_candidate_shows_its_reason(tiny_run, run_cli, tmp_path):
     frontier = {e["id"] for e in json.loads((run / "frontier.json").read_text())["frontier"]}
     with RunStore.open(run) as store:
         victim = next(c["id"] for c in store.candidates() if c["id"] not in frontier)
-        store.update_candidate(victim, status="failed", error="out of memory")
+        store.update_candidate(victim, status="queued")  # promoted to its next rung,
+        store.update_candidate(victim, status="failed", error="out of memory")  # where it failed
     code, _, err = run_cli("report", run)  # the default place: RUN_DIR/report
     assert code == 0, err
     report = run / "report" / "report.md"
