@@ -4,6 +4,7 @@ directory, two CPUs, ended with its process group when the session ends. Skipped
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -57,3 +58,4 @@ def ray_cluster(tmp_path_factory, token_cache):
             head.wait(30)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
