@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FINISHED = ("done", "stopped")
+from evotui.lifecycle import FINISHED
+
 TINY = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
 FINISH_TEXT = re.compile(r"^(c\d+) rung (\d+) (done|stopped)\b")
 
@@ -193,6 +194,8 @@ def lost(before: dict[str, int], after: dict[str, int]) -> list[str]:
 
 def inconsistent_exports(run_dir: Path) -> list[str]:
     """What in frontier.json and lineage.json disagrees with the store."""
+    from evotui.engine.rundir import RunDir, read_frontier
+    from evotui.errors import UserError
     from evotui.evolve.entry import Entry
     from evotui.evolve.pareto import pareto_front
 
@@ -203,19 +206,20 @@ def inconsistent_exports(run_dir: Path) -> list[str]:
             for cid, c in cands.items() if c["status"] in FINISHED
             and all(k in c["metrics"] for k in objectives)]
     want = set(pareto_front(done, objectives)) if done else set()
+    paths = RunDir(run_dir)  # the exports' paths as every reader finds them (default options)
     try:
-        frontier = json.loads((run_dir / "frontier.json").read_text())
-        got = {e["id"] for e in frontier["frontier"]}
+        frontier = read_frontier(paths.frontier_path)
+        got = set(frontier.ids)
         if got != want:
             problems.append(f"frontier.json lists {sorted(got)}, the store's front is "
                             f"{sorted(want)}")
-        for e in frontier["frontier"]:
+        for e in frontier.entries:
             if e["id"] in cands and e.get("metrics") != cands[e["id"]]["metrics"]:
                 problems.append(f"frontier.json metrics of {e['id']} differ from the store")
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (UserError, OSError, ValueError, KeyError, TypeError) as e:
         problems.append(f"frontier.json unreadable: {e}")
     try:
-        lineage = json.loads((run_dir / "lineage.json").read_text())
+        lineage = json.loads(paths.lineage_path.read_text())
         if lineage.get("count") != len(cands):
             problems.append(f"lineage.json counts {lineage.get('count')} of {len(cands)}")
     except (OSError, ValueError) as e:

@@ -15,7 +15,7 @@ from evotui.gpu import nvml
 from evotui.gpu.nvml import GpuProcess, GpuSample
 from evotui.tui import cells
 from evotui.tui.feed import Feed, children, lineage
-from evotui.tui.gpu import History, render_reading
+from evotui.tui.gpu import History, _mib, render_reading
 from evotui.tui.sampler import Reading, SystemSampler
 from tests.test_gpu_nvml import FakeNVML
 
@@ -144,7 +144,7 @@ def test_sampler_without_a_driver_shows_cpu_ram_and_a_notice(fresh_nvml, monkeyp
     [again] = sampler(workers).procs
     assert again.cpu_pct is not None and again.cpu_pct >= 0
     assert "CPU N/A" in text  # the first reading: not measured yet
-    assert f"RSS {again.mem_mib:.0f} MiB CPU {again.cpu_pct:.0f}%" in render_reading(
+    assert f"RSS {_mib(again.mem_mib)} CPU {again.cpu_pct:.0f}%" in render_reading(
         Reading(procs=[again]), 80).plain
 
 
