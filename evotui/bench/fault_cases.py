@@ -169,9 +169,13 @@ def kill9_rung2(tiny: Tiny, trials: int) -> Case:
     for i in range(max(1, trials // 3)):
         run_dir = tiny.workdir / f"rung2-{i}"
 
-        def strike(proc: Proc, run_dir: Path = run_dir) -> dict[str, Any]:
-            hit = wait_until(lambda: _running(run_dir, rung=2), tiny.timeout_s)
-            time.sleep(rng.uniform(0.0, 10.0))  # anywhere in the rung's first seconds
+        # a random step of rung 2 (a step count, not a delay: on an idle machine tiny's rung 2
+        # lasts about a second, under load minutes)
+        first = max(1, tiny.steps // 5) + 1
+        at = rng.randint(first, max(first, tiny.steps - 1))
+
+        def strike(proc: Proc, run_dir: Path = run_dir, at: int = at) -> dict[str, Any]:
+            hit = wait_until(lambda: _running(run_dir, rung=2, min_step=at), tiny.timeout_s)
             seen = _snapshot(run_dir)
             kill_group(proc.pid, signal.SIGKILL)
             return {"landed_in_rung2": bool(hit) and any("rung2" in r for r in seen["running"]),
