@@ -67,8 +67,12 @@ def frontier(source: Annotated[Path, typer.Argument(help="A run directory or fro
 
 
 def _command(run_dir: Path, candidate: str, action: str, queue: bool = False) -> None:
+    """Write one command; refuse at once what nothing could ever act on (an unknown or a
+    failed, killed or stopped candidate); on a live run, wait a moment for the engine's answer
+    and print it (exit 1 when the engine refused)."""
     from evotui.engine import integrity
     from evotui.engine.store import RunStore
+    from evotui.lifecycle import TRANSITIONS, command_refusal
 
     integrity.check_name(candidate, "candidate")
     store = RunStore.open(run_dir)
@@ -76,10 +80,26 @@ def _command(run_dir: Path, candidate: str, action: str, queue: bool = False) ->
         raise UserError.single(f"the run is stopped (no engine is running it), so nothing was "
                                f"sent; `evotui run --resume {run_dir}` continues it, and "
                                f"--queue leaves the {action} for that", source=str(run_dir))
+    if store.has_candidate(candidate):
+        status = store.candidate(candidate).status
+        refusal = command_refusal(action, status)
+        if refusal and not TRANSITIONS[status]:  # final: no engine will ever act on it
+            raise UserError.single(f"{refusal}: nothing was sent", source=str(run_dir))
     cid = store.request(candidate, action)
-    when = ("the engine acts within about two seconds" if not queue or integrity.engine_alive(
-        store) else "queued: the engine acts on it when the run is resumed")
-    typer.echo(f"{action} {candidate}: requested (command {cid}); {when}")
+    if not integrity.engine_alive(store):
+        typer.echo(f"{action} {candidate}: requested (command {cid}); " + (
+            "queued: the engine acts on it when the run is resumed" if queue else
+            "the engine acts within about two seconds"))
+        return
+    row = store.wait_command(cid, timeout=3.0)
+    if row["status"] == "done":
+        typer.echo(f"{action} {candidate}: {row['outcome']} (command {cid})")
+    elif row["status"] == "rejected":
+        typer.echo(f"{action} {candidate}: refused: {row['outcome']} (command {cid})", err=True)
+        raise typer.Exit(1)
+    else:
+        typer.echo(f"{action} {candidate}: requested (command {cid}); pending: the engine acts "
+                   "at the candidate's next step boundary")
 
 
 def pause(run_dir: RunDirArg, candidate: str, queue: QueueOpt = False) -> None:

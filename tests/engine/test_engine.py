@@ -140,6 +140,9 @@ def test_pause_resume_kill_from_a_second_process(run_cli, cache, tmp_path):
                           and c["status"] == "killed"], timeout=60)
         code, _, err = run_cli("kill", run_dir, "c9999")
         assert code == 2 and "c9999" in err
+        code, _, err = run_cli("pause", run_dir, second)  # refused at once: nothing can act
+        assert code == 2 and "cannot pause a killed candidate" in err
+        assert not RunStore.open(run_dir).pending_commands(second)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
