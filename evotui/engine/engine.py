@@ -70,6 +70,7 @@ class Engine(Breeding, Promotion, Scheduling, Commands):
     rng: random.Random = field(default_factory=random.Random)
     weights: AdaptiveWeights | None = None
     stopping: bool = False
+    fault: str | None = None  # a worker's machine fault (a full disk) that stopped the run
     _stale: bool = field(default=False, init=False)  # a candidate finished since the export
     _descriptors: dict[str, tuple[float, ...]] = field(default_factory=dict, init=False)
     _running: dict[str, int] = field(default_factory=dict, init=False)  # candidate -> rung
@@ -118,6 +119,9 @@ class Engine(Breeding, Promotion, Scheduling, Commands):
                 finished = not self.stopping
             finally:
                 self.store.set_engine_state("finished" if finished else "stopped")
+            if self.fault is not None:  # a worker's full disk: the run ends as the engine's own
+                raise integrity.machine_stop(OSError(self.fault), self.options.run_dir) or \
+                    RuntimeError(self.fault)
 
     async def _run(self, generations: int) -> None:
         start = self._load_state()

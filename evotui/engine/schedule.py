@@ -211,6 +211,7 @@ class Scheduling(_Base):
             interrupted = True
             if not self.stopping:
                 self.stopping = True
+                self.fault = event.reason
                 self.log("run", f"stopping: {fault} ({event.reason}); free space, then `evotui "
                          f"run --resume {self.options.run_dir}` continues", cid)
         self._interrupting.discard(cid)

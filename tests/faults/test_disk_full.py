@@ -72,7 +72,10 @@ class DiskFullOnce(InstantExecutor):
 def test_a_worker_on_a_full_disk_stops_the_run_and_resume_finishes_it(tmp_path):
     eng = engine_with(tmp_path, done)
     eng.executor = DiskFullOnce(done)
-    asyncio.run(eng.run(1))
+    with pytest.raises(UserError) as stop:  # the run ends as on the engine's own full disk
+        asyncio.run(eng.run(1))
+    assert stop.value.exit_code == 1 and "no space left on device" in stop.value.render()
+    assert "--resume" in stop.value.render()
     assert eng.stopping  # the run stopped with the reason, it did not train on
     c1 = eng.store.candidate("c0001")
     assert c1.status == "queued" and not c1.error  # not failed: the machine's fault
