@@ -16,6 +16,7 @@ from evotui.dsl import RunConfig, dump, load, loads, to_data
 from evotui.engine import devices, integrity
 from evotui.engine.engine import Engine, Rungs, RunOptions
 from evotui.engine.flags import RunFlags
+from evotui.engine.lock import RunLock
 from evotui.engine.rundir import RunDir
 from evotui.engine.store import RunStore
 from evotui.errors import UserError
@@ -106,6 +107,8 @@ def open_run(flags: RunFlags, default_config: Path = DEFAULT_CONFIG,
         run_dir = flags.resume
         store = RunStore.open(run_dir)
         integrity.check_resumable(store)  # a creation a stop cut short is started again
+        with RunLock(run_dir):  # a second engine is refused now, before any data line
+            pass
         log_path = RunDir.of(store).log_path
         if log_path != store.log_path:  # the run's own --log file, not the default
             store.close()

@@ -162,6 +162,7 @@ def test_sigterm_to_the_process_group_pauses_and_loses_nothing(run_cli, cache, t
         wait_for(lambda: latest_metrics(run_dir, first))
         code, _, err = run_cli("run", "--resume", run_dir, "--device", "cpu", "--quiet")
         assert code == 2 and f"pid {proc.pid}" in err  # the live engine holds the directory
+        assert err.count("\n") == 1, err  # refused before preparing data: one line, no more
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=90) == 0, proc.stderr.read().decode()
     finally:
