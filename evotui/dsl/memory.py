@@ -19,6 +19,12 @@ whose FSDP2 shards fit ``capacity`` bytes each, with a tenth kept free: weights,
 optimizer state divide by k, each rank trains ``batch_size / k`` of every micro-batch, and one
 block's full weights are gathered at a time. None when even 8 do not fit.
 
+``shards(cfg, capacity)`` is the number of FSDP ranks a candidate trains on, from its
+``train.parallel``: ``fsdp`` takes ``train.shards``; ``none`` takes 1; ``auto`` takes
+:func:`shards_needed` for a GPU slot of ``capacity`` bytes, and 1 when the capacity is not known
+(a CPU slot), when one slot fits, or when even 8 shards would not (it fails as out of memory, as
+it would unsharded).
+
 An estimate, not a measurement: allocator fragmentation, workspace buffers and the CUDA context
 (about 0.5 GiB) come on top; ``evotui bench train`` measures the real peak.
 """
@@ -127,13 +133,24 @@ def shards_needed(cfg: RunConfig, capacity: int, device: str = "cuda",
     return None
 
 
+def shards(cfg: RunConfig, capacity: int | None = None, device: str = "cuda") -> int:
+    """The FSDP ranks ``cfg`` trains on where one slot holds ``capacity`` bytes (see above)."""
+    t = cfg.train
+    if t.parallel == "fsdp":
+        return t.shards
+    if t.parallel == "none" or not capacity:
+        return 1
+    return shards_needed(cfg, capacity, device) or 1
+
+
 def table(cfg: RunConfig) -> list[dict[str, Any]]:
     """What ``evotui validate`` prints: a row per device kind, without and with gradient
     checkpointing, and for CUDA the shards a 24, 40 or 80 GiB GPU needs."""
     rows = []
+    k = cfg.train.shards if cfg.train.parallel == "fsdp" else 1
     for device in ("cpu", "cuda"):
         for ckpt in (False, True):
-            row = training_memory(cfg, device, ckpt).as_dict()
+            row = training_memory(cfg, device, ckpt, k).as_dict()
             if device == "cuda":
                 row["shards_needed"] = {size: shards_needed(cfg, cap, device, ckpt)
                                  for size, cap in GPU_SIZES.items()}
@@ -147,7 +164,9 @@ def _gib(n: int) -> str:
 
 def lines(cfg: RunConfig) -> list[str]:
     """The table as text, for ``evotui validate``."""
-    out = [f"training memory per slot at micro-batch {cfg.data.batch_size} x "
+    t = cfg.train
+    per = f"per each of {t.shards} FSDP ranks" if t.parallel == "fsdp" else "per slot"
+    out = [f"training memory {per} at micro-batch {cfg.data.batch_size} x "
            f"{cfg.data.seq_len} (GiB; estimate: params grads optimizer activations = total):"]
     for row in table(cfg):
         kind = "cuda (bf16)" if row["device"] == "cuda" and cfg.train.bf16 else (
@@ -160,4 +179,21 @@ def lines(cfg: RunConfig) -> list[str]:
                              for size, k in row["shards_needed"].items())
             text += f"  FSDP shards per GPU size: {fits}"
         out.append(text)
+    out.append("parallel: " + plan(cfg))
     return out
+
+
+def plan(cfg: RunConfig) -> str:
+    """How the executor will train ``cfg``: on how many slots, and why."""
+    t = cfg.train
+    if t.parallel == "fsdp":
+        return (f"fsdp, {t.shards} shards (train.shards): {t.shards} slots of one node at once "
+                f"(GPUs, or CPU slots with --device cpu), each training "
+                f"{cfg.data.batch_size // t.shards} rows of every micro-batch")
+    if t.parallel == "none":
+        return "none: one slot per candidate (train.parallel: none)"
+    needed = {size: shards(cfg, cap) for size, cap in GPU_SIZES.items()}
+    if all(k == 1 for k in needed.values()):
+        return "auto: one slot per candidate (it fits a 24 GiB GPU; CPU slots never shard)"
+    return ("auto: FSDP shards on a GPU slot too small for it (" + ", ".join(
+        f"{size}: {k}" for size, k in needed.items()) + "); CPU slots never shard")

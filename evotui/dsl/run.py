@@ -61,6 +61,11 @@ class TrainConfig(Strict):
     bf16: bool = True
     grad_ckpt: bool = False
     compile: bool = False
+    parallel: Literal["auto", "none", "fsdp"] = Field(
+        "auto", description="fsdp: train sharded over train.shards GPUs of one node; auto: "
+        "sharded when the memory estimate exceeds one GPU slot (evotui.dsl.memory); none: never."
+    )
+    shards: Literal[1, 2, 4, 8] = Field(1, description="FSDP ranks with parallel: fsdp.")
     grad_accum: PosInt | None = Field(None, description="Micro-batches per optimizer step.")
     global_batch_tokens: PosInt | None = Field(
         None, description="Tokens per optimizer step (sets grad_accum)."
@@ -117,6 +122,10 @@ class TrainConfig(Strict):
             raise fail("global_batch_tokens", "give grad_accum or global_batch_tokens, not both")
         if self.passkey_eval_steps and self.passkey_eval_lr is None:
             raise fail("passkey_eval_lr", "passkey_eval_steps > 0 fine-tunes the probe; set an lr")
+        if self.parallel == "fsdp" and self.shards == 1:
+            raise fail("shards", "parallel: fsdp needs 2, 4 or 8 shards; set train.shards")
+        if self.parallel != "fsdp" and self.shards > 1:
+            raise fail("shards", f"{self.shards} shards need parallel: fsdp; set train.parallel")
         return self
 
 
@@ -370,6 +379,9 @@ class RunConfig(Strict):
                            f"seq_len ({micro}); e.g. {near}")
             t.grad_accum = t.global_batch_tokens // micro
             t.global_batch_tokens = None
+        if self.data.batch_size % t.shards:
+            raise fail("train.shards", f"each of {t.shards} shards trains batch_size / shards "
+                       f"rows; make data.batch_size ({self.data.batch_size}) a multiple of it")
         if (
             t.passkey_eval_seq_len is not None
             and t.passkey_eval_min_distance is not None

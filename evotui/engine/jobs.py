@@ -27,6 +27,9 @@ class Job:
     transforms: dict[str, dict[str, Any]] | None = None  # net2net plan (evolve.net2net_plan)
     device: str = "cpu"  # "cpu", "cuda:0", ...
     cache_dir: str | None = None  # the token cache (None: the default cache)
+    # FSDP: the executor sets these when the candidate trains sharded (evotui.dsl.memory.shards)
+    shards: int = 1  # ranks; rank 0 runs on ``device``
+    devices: list[str] | None = None  # every rank's device, ``device`` first
 
     def __post_init__(self) -> None:
         if self.inherit is not None:  # tuples survive any round trip through lists

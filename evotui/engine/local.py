@@ -18,6 +18,16 @@ drained, ``failed`` with the worker's error message, ``killed``, ``no heartbeat 
 ``worker exited with code N`` (a crash, a signal, the OOM killer; ``signal`` names it). The next
 job on that slot spawns a new worker. Heartbeats are watched only while a worker runs a job.
 
+A candidate that trains sharded (``train.parallel``, :func:`evotui.dsl.memory.shards`: k FSDP
+ranks) takes k slots at once: CPU slots, or k different GPUs. It waits, holding the slot the
+engine gave it, until k are free; slots that free up go to the oldest waiting candidate first
+(and it may take them from a younger one still waiting, so none waits forever), and are never
+free to the engine meanwhile, so no more ranks run than there are slots. Its worker runs rank 0
+and spawns the others (:mod:`evotui.engine.sharded`); events, heartbeats and failures are the
+worker's as for any job. A candidate asking for more slots than the executor has fails at once
+with a reason that says so (``auto`` trains it unsharded instead, as without FSDP). A pause
+asked while it waits applies when it starts; a kill ends it at once.
+
 Workers ignore SIGINT, SIGHUP and SIGTERM (a terminal, ``timeout``, systemd or Slurm signal the
 whole process group; the engine alone decides what that means), so the executor ends a worker
 that does not obey a kill with SIGKILL once the grace period has passed.
@@ -36,14 +46,14 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from evotui.engine.devices import slot_name, slots
-from evotui.engine.events import Event, Failed, Result, Started, WorkerError, parse
+from evotui.engine.events import Event, Failed, Log, Result, Started, WorkerError, parse
 from evotui.engine.executor import Executor, check_action
 from evotui.engine.jobs import Job, Warm
 from evotui.engine.worker import KILL, PAUSE, run_job, serve
@@ -80,6 +90,7 @@ class _Worker:
     flag: Any  # a shared ctypes byte
     last_seen: float
     job: Job | None = None  # the job it runs; None: idle
+    extra: list[str] = field(default_factory=list)  # the other slots its sharded job holds
     result: Result | None = None  # held back until the process has exited (a killed job)
     error: WorkerError | None = None
     cause: str | None = None  # why the executor ended it, if it did
@@ -89,9 +100,9 @@ class _Worker:
     eof: bool = False
     exited_at: float | None = None
 
-    def assign(self, job: Job | None, now: float) -> None:
+    def assign(self, job: Job | None, now: float, extra: Sequence[str] = ()) -> None:
         """Start ``job`` on this worker (None: it is idle again), with a clean slate."""
-        self.job, self.last_seen = job, now
+        self.job, self.last_seen, self.extra = job, now, list(extra)
         self.result = self.error = self.cause = self.deadline = None
         self.terminated = False
 
@@ -101,6 +112,19 @@ class _Worker:
             self.stopping = True
             with contextlib.suppress(OSError, ValueError):  # exited already, or closed
                 self.jobs.send(None)
+
+
+@dataclass
+class _Waiting:
+    """A sharded job waiting for its slots: the ones it holds so far."""
+
+    job: Job
+    held: list[str]
+    paused: bool = False  # a pause asked while it waits: it pauses when it starts
+
+
+def kind(device: str) -> str:
+    return "cpu" if device == "cpu" else "cuda"
 
 
 class LocalExecutor(Executor):
@@ -119,6 +143,7 @@ class LocalExecutor(Executor):
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._workers: list[_Worker] = []  # every live worker process, busy or idle
+        self._waiting: list[_Waiting] = []  # sharded jobs waiting for slots, oldest first
         self._spawned = 0
         self._thread: threading.Thread | None = None
         self._closing = False
@@ -126,34 +151,47 @@ class LocalExecutor(Executor):
 
     # -- the engine's interface ---------------------------------------------------------
     def busy_slots(self) -> list[str]:
+        """Every slot a job holds: a running job's (all of a sharded job's), a waiting one's."""
         with self._lock:
-            return [w.device for w in self._workers if w.job is not None]
+            return self._held()
 
     def running(self) -> list[str]:
         with self._lock:
-            return [w.job.candidate_id for w in self._workers if w.job is not None]
+            return ([w.job.candidate_id for w in self._workers if w.job is not None]
+                    + [x.job.candidate_id for x in self._waiting])
 
     def submit(self, job: Job) -> None:
-        data = bytes(ForkingPickler.dumps(job))  # a job that cannot be sent changes nothing
+        ForkingPickler.dumps(job)  # a job that cannot be sent changes nothing
+        shards, explicit = self._shards(job)
         with self._lock:
             if self._closing:
                 raise RuntimeError("the executor is shut down")
-            busy = [w for w in self._workers if w.job is not None]
-            if any(w.job.candidate_id == job.candidate_id for w in busy):
+            if job.candidate_id in ([w.job.candidate_id for w in self._workers if w.job]
+                                    + [x.job.candidate_id for x in self._waiting]):
                 raise ValueError(f"candidate {job.candidate_id} is already running")
-            if [w.device for w in busy].count(job.device) >= self.slots.count(job.device):
+            if self._free()[job.device] <= 0:
                 raise ValueError(f"no free slot on {job.device!r} (slots: {self.slots})")
-            w = self._idle(job.device) or self._spawn(job.device)
-            w.flag.value = 0  # no pause or kill left over from the previous job
-            w.assign(job, time.monotonic())
-            # under the lock, before the job is sent: the monitor cannot pass on this job's
-            # events before this one
-            self._emit(job.candidate_id, Started(job.device, w.process.pid))
-            self._start_monitor()
+            have = self._capacity(job.device)
+            if shards > have and not explicit:
+                shards = 1  # auto: trained unsharded, as it would be without FSDP
+            if shards > have:
+                kinds = "CPU slots" if kind(job.device) == "cpu" else "GPUs"
+                self._emit(job.candidate_id, Failed(
+                    f"train.shards {shards} needs {shards} {kinds} of one node; this executor "
+                    f"has {have} (give more with --devices or --cpu-slots, or lower "
+                    "train.shards)"))
+                return
+            if shards == 1:
+                sends = [self._launch(job, [job.device])]
+            else:
+                self._waiting.append(_Waiting(replace(job, shards=shards), [job.device]))
+                sends = self._grant()
+                if any(x.job.candidate_id == job.candidate_id for x in self._waiting):
+                    self._emit(job.candidate_id, Log(
+                        f"fsdp: waiting for {shards} {kind(job.device)} slots at once"))
         # outside the lock: a stopped worker with a full pipe must not block the monitor. If
         # the worker has died, the monitor reports the job as failed.
-        with contextlib.suppress(OSError):
-            w.jobs.send_bytes(data)
+        _deliver(sends)
 
     def warm(self, config: dict[str, Any], cache_dir: str | None = None) -> None:
         """Spawn a worker for every slot that has none and have it import torch and prepare
@@ -180,6 +218,18 @@ class LocalExecutor(Executor):
     def request(self, candidate_id: str, action: str) -> bool:
         check_action(action)
         with self._lock:
+            waiting = next((x for x in self._waiting if x.job.candidate_id == candidate_id), None)
+            if waiting is not None:
+                if action == "pause":
+                    waiting.paused = True
+                    return True
+                self._waiting.remove(waiting)  # its slots free before its terminal event
+                sends = self._grant()
+        if waiting is not None:
+            self._emit(candidate_id, Failed("killed"))
+            _deliver(sends)
+            return True
+        with self._lock:
             w = self._running(candidate_id)
             if w is None or w.exited_at is not None:
                 return False
@@ -199,6 +249,10 @@ class LocalExecutor(Executor):
         with self._lock:
             self._closing = True
             ids = [w.job.candidate_id for w in self._workers if w.job is not None]
+            waiting, self._waiting = self._waiting, []
+        for x in waiting:
+            self._emit(x.job.candidate_id, Failed("killed" if kill else (
+                f"the executor shut down before {x.job.shards} slots were free")))
         if kill:
             for candidate_id in ids:
                 self.request(candidate_id, "kill")
@@ -207,6 +261,85 @@ class LocalExecutor(Executor):
             await asyncio.sleep(0.05)
         self._end()
         _LIVE.discard(self)
+
+    # -- slots --------------------------------------------------------------------------
+    def _held(self) -> list[str]:
+        held = []
+        for w in self._workers:
+            if w.job is not None:
+                held += [w.device, *w.extra]
+        for x in self._waiting:
+            held += x.held
+        return held
+
+    def _free(self) -> Counter[str]:
+        free = Counter(self.slots)
+        free.subtract(Counter(self._held()))
+        return free
+
+    def _capacity(self, device: str) -> int:
+        """How many ranks one job on ``device`` can have: the CPU slots, or the GPUs."""
+        if kind(device) == "cpu":
+            return self.slots.count("cpu")
+        return len({s for s in self.slots if kind(s) == "cuda"})
+
+    def _shards(self, job: Job) -> tuple[int, bool]:
+        """(the FSDP ranks ``job`` trains on, whether its config asks for them by number)."""
+        from evotui.dsl import RunConfig, parse
+        from evotui.dsl.memory import shards
+
+        try:
+            cfg = parse(job.config, RunConfig, source=f"candidate {job.candidate_id}")
+        except Exception:  # noqa: BLE001 - the worker reports a bad config as the job's error
+            return 1, False
+        return shards(cfg, slot_memory(job.device)), cfg.train.parallel == "fsdp"
+
+    def _grant(self) -> list[tuple[_Worker, bytes]]:
+        """Give free slots to waiting sharded jobs, oldest first; start those that have all
+        theirs. Under the lock; returns what to send to whom once it is released."""
+        sends = []
+        for x in list(self._waiting):
+            if x not in self._waiting:
+                continue
+            need = x.job.shards - len(x.held)
+            free = self._free()
+            pool = [s for s in dict.fromkeys(self.slots) if kind(s) == kind(x.job.device)
+                    for _ in range(max(0, free[s]))]
+            for younger in self._waiting[self._waiting.index(x) + 1:]:
+                pool += [s for s in younger.held if kind(s) == kind(x.job.device)]
+            for slot in pool:
+                if need == 0:
+                    break
+                if kind(slot) == "cuda" and slot in x.held:
+                    continue  # k ranks on k different GPUs
+                for younger in self._waiting[self._waiting.index(x) + 1:]:
+                    if free[slot] <= 0 and slot in younger.held:
+                        younger.held.remove(slot)  # taken from a younger waiting job
+                        break
+                free[slot] -= 1
+                x.held.append(slot)
+                need -= 1
+            if need == 0:
+                self._waiting.remove(x)
+                w, data = self._launch(x.job, x.held)
+                if x.paused:
+                    w.flag.value = PAUSE
+                sends.append((w, data))
+        return sends
+
+    def _launch(self, job: Job, devices: list[str]) -> tuple[_Worker, bytes]:
+        """Start ``job`` on the slots ``devices`` (rank 0's first); under the lock."""
+        if len(devices) > 1:
+            job = replace(job, device=devices[0], shards=len(devices), devices=list(devices))
+        data = bytes(ForkingPickler.dumps(job))
+        w = self._idle(job.device) or self._spawn(job.device)
+        w.flag.value = 0  # no pause or kill left over from the previous job
+        w.assign(job, time.monotonic(), devices[1:])
+        # under the lock, before the job is sent: the monitor cannot pass on this job's
+        # events before this one
+        self._emit(job.candidate_id, Started(job.device, w.process.pid))
+        self._start_monitor()
+        return w, data
 
     # -- workers ------------------------------------------------------------------------
     def _running(self, candidate_id: str) -> _Worker | None:
@@ -295,6 +428,7 @@ class LocalExecutor(Executor):
                 free = w.cause is None
                 if free:  # done: the slot is free before the result goes out
                     w.assign(None, time.monotonic())
+                    sends = self._grant()
                 else:  # being killed: the result waits for the process to end
                     w.result = event
                     w.stop()
@@ -302,6 +436,7 @@ class LocalExecutor(Executor):
                         w.deadline = time.monotonic() + self.grace
             if free:
                 self._emit(job.candidate_id, event)
+                _deliver(sends, later=True)
             return
         if isinstance(event, WorkerError):
             with self._lock:  # the worker exits after an error; one that lingers is ended
@@ -332,6 +467,8 @@ class LocalExecutor(Executor):
                     w.terminated, w.deadline = True, None
             for w in done:
                 self._workers.remove(w)
+            sends = self._grant() if done else []
+        _deliver(sends, later=True)
         for w in done:  # the slot is free before the terminal event goes out
             w.reader.close()
             w.jobs.close()
@@ -347,6 +484,36 @@ class LocalExecutor(Executor):
                 w.process.kill()
         for w in workers:
             w.process.join(1.0)
+
+
+def slot_memory(device: str) -> int | None:
+    """Bytes of memory a GPU slot has (NVML); None for a CPU slot or when NVML cannot say."""
+    if kind(device) == "cpu":
+        return None
+    try:
+        from evotui.gpu import nvml
+
+        index = int(device.split(":")[1]) if ":" in device else 0
+        sample = next((g for g in nvml.sample() if g.index == index), None)
+    except Exception:  # noqa: BLE001 - no NVML: the size is unknown, auto does not shard
+        return None
+    if sample is None or sample.mem_total_mib is None:
+        return None
+    return int(sample.mem_total_mib * (1 << 20))
+
+
+def _deliver(sends: list[tuple[_Worker, bytes]], later: bool = False) -> None:
+    """Send each job to its worker; ``later``: from a thread of its own (the monitor's caller
+    must not block on a stopped worker's full pipe). A dead worker's job fails by its exit."""
+    def send() -> None:
+        for w, data in sends:
+            with contextlib.suppress(OSError):
+                w.jobs.send_bytes(data)
+
+    if later and sends:
+        threading.Thread(target=send, name="evotui-send", daemon=True).start()
+    elif sends:
+        send()
 
 
 def outcome(w: _Worker) -> Result | Failed:

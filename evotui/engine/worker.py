@@ -34,6 +34,7 @@ the heavy imports, and the module imports fine on a machine without a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -158,7 +159,9 @@ def _parent_gone(error: BaseException) -> bool:
 
 def train(job: Job, send: Send, flag: Flag, threads: int | None = None) -> Result:
     """Everything between start-up and the result event; raises on any error. The result's
-    ``timings`` say where the job's wall time went (``evotui bench engine`` adds them up)."""
+    ``timings`` say where the job's wall time went (``evotui bench engine`` adds them up).
+    A job of ``shards`` > 1 trains sharded, this process as rank 0
+    (:func:`evotui.engine.sharded.train_sharded`)."""
     clock, received_at = _Clock(), time.monotonic()
     from evotui.dsl import RunConfig, parse
 
@@ -167,6 +170,13 @@ def train(job: Job, send: Send, flag: Flag, threads: int | None = None) -> Resul
     clock.lap("startup_s")
     dataset = prepared(job.config.get("data"), job.cache_dir, cfg, send)
     clock.lap("data_s")
+    if job.shards > 1:
+        from evotui.engine.sharded import train_sharded
+
+        trainer, result = train_sharded(job, cfg, dataset, send, lambda: command(flag),
+                                        threads, fail=lambda reason: _fail(send, reason))
+        clock.lap("train_total_s")
+        return _result(result, trainer, clock, received_at)
     from evotui.train.trainer import CandidateTrainer
 
     trainer = CandidateTrainer(cfg, dataset, device=job.device, seed=job.seed,
@@ -179,11 +189,23 @@ def train(job: Job, send: Send, flag: Flag, threads: int | None = None) -> Resul
         trainer.inherit(inherited_state(job.inherit), job.transforms)
     clock.lap("load_s")
     result = trainer.run(job.until_step, job.total_steps, job.rung)
+    return _result(result, trainer, clock, received_at)
+
+
+def _result(result: Any, trainer: Any, clock: _Clock, received_at: float) -> Result:
     timings = {**clock.laps, "train_s": result.train_seconds, **result.timings}
     return parse_event({"kind": "result", **result.as_dict(),  # type: ignore[return-value]
                         "timings": timings, "received_at": received_at,
                         "inherited": trainer.inherited, "fresh": trainer.fresh,
                         "transformed": trainer.transformed})
+
+
+def _fail(send: Send, reason: str) -> None:
+    """End this worker with ``reason`` (from a thread: the main one may be stuck in a
+    collective with a dead rank)."""
+    with contextlib.suppress(BrokenPipeError, EOFError, OSError):
+        send({"kind": "error", "error": reason, "traceback": None})
+    os._exit(EXIT_ERROR)
 
 
 class _Clock:

@@ -7,18 +7,23 @@ is then sharded block by block (each block one FSDP unit, the embeddings, norm a
 root's), so each rank holds 1/k of the weights, gradients and optimizer state. Each rank trains
 on its share of every micro-batch (rows ``rank::k``); FSDP averages the gradients, so a step is
 the unsharded step on the whole micro-batch. Losses and gradient norms are averaged over the
-ranks, so every rank's guards decide alike; evaluation runs on every rank alike.
+ranks, so every rank's guards decide alike; evaluation runs on every rank alike. A pause or a
+kill is rank 0's ``control()`` answer, broadcast at each step boundary, so every rank stops at
+the same step.
 
 The checkpoint is the same single safetensors file as any candidate's: the full state (weights
 and optimizer) is gathered to rank 0, which writes it through :mod:`evotui.train.checkpoint`, so
-inheritance, ablation and export read it unchanged. :func:`train_rank` is one rank's whole job
-(process group included), for whatever starts the k processes.
+inheritance, ablation and export read it unchanged. :func:`process_group` joins and leaves the
+group (gloo on CPU, NCCL on CUDA); :func:`train_rank` is one rank's whole job inside it, for
+whatever starts the k processes (``evotui.engine.sharded`` for an executor's job).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +68,37 @@ def shard(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+COMMANDS = (None, "pause", "kill")  # what control() answers, by the code a broadcast carries
+
+
+def _wire() -> torch.device:
+    """Where a collective's tensors live: NCCL reduces CUDA tensors only."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def _mean(value: float) -> float:
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64, device=_wire())
     dist.all_reduce(t)
     return float(t.item()) / dist.get_world_size()
+
+
+@contextlib.contextmanager
+def process_group(rank: int, world: int, device: str = "cpu",
+                  master: str = "127.0.0.1:29511") -> Iterator[None]:
+    """Join the group of ``world`` ranks at ``master`` (gloo on CPU, NCCL on CUDA); leave it."""
+    host, port = master.rsplit(":", 1)
+    os.environ.update(MASTER_ADDR=host, MASTER_PORT=port)
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(torch.device(device))
+    dist.init_process_group(backend, rank=rank, world_size=world,
+                            timeout=datetime.timedelta(minutes=10))
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 class ShardedTrainer(CandidateTrainer):
@@ -80,7 +112,19 @@ class ShardedTrainer(CandidateTrainer):
             raise ValueError(f"data.batch_size ({cfg.data.batch_size}) must divide over "
                              f"{self.world} shards")
         super().__init__(cfg, _Rows(dataset, self.rank, self.world), **kwargs)
+        self._ask, self.control = self.control, self._agreed
         self.sharded = False
+
+    def _agreed(self) -> str | None:
+        """Rank 0's command (pause, kill or None), the same on every rank."""
+        code = torch.tensor([COMMANDS.index(self._ask()) if self.rank == 0 else 0],
+                            dtype=torch.int64, device=_wire())
+        dist.broadcast(code, 0)
+        return COMMANDS[int(code.item())]
+
+    def _router_entropy(self) -> float | None:
+        value = super()._router_entropy()  # each rank routes its own rows: their mean decides
+        return None if value is None else _mean(value)
 
     def shard(self) -> None:
         """Shard the model as it stands; a resumed optimizer state moves to the shards (every
@@ -123,25 +167,30 @@ class ShardedTrainer(CandidateTrainer):
 def train_rank(rank: int, world: int, cfg: RunConfig, dataset: Any, *, until_step: int,
                total_steps: int, rung: int = 1, seed: int | None = None,
                checkpoint_path: str | Path | None = None, resume_from: str | None = None,
-               inherit: dict[str, torch.Tensor] | None = None, device: str = "cpu",
+               inherit: dict[str, torch.Tensor] | None = None,
+               transforms: dict[str, dict[str, Any]] | None = None, device: str = "cpu",
                master: str = "127.0.0.1:29511", callback: Any = None,
                control: Any = None) -> TrainResult:
-    """One rank of a sharded candidate: join the group (gloo on CPU, NCCL on CUDA), train, and
-    leave it. Every rank returns the same result; rank 0 wrote the checkpoint."""
-    host, port = master.rsplit(":", 1)
-    os.environ.update(MASTER_ADDR=host, MASTER_PORT=port)
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend, rank=rank, world_size=world,
-                            timeout=datetime.timedelta(minutes=10))
-    try:
+    """One rank of a sharded candidate: join the group, train, and leave it. Every rank returns
+    the same result; rank 0 wrote the checkpoint. Rank 0's ``callback`` gets the events and
+    its ``control`` decides for all."""
+    with process_group(rank, world, device, master):
         trainer = ShardedTrainer(cfg, dataset, device=device, seed=seed,
                                  checkpoint_path=checkpoint_path,
-                                 callback=callback if rank == 0 else None, control=control)
-        if resume_from:
-            trainer.resume(resume_from)
-        elif inherit:
-            trainer.inherit(inherit)
-        trainer.shard()
-        return trainer.run(until_step, total_steps, rung)
-    finally:
-        dist.destroy_process_group()
+                                 callback=callback if rank == 0 else None,
+                                 control=control if rank == 0 else None)
+        return start(trainer, resume_from, inherit, transforms).run(until_step, total_steps,
+                                                                    rung)
+
+
+def start(trainer: ShardedTrainer, resume_from: str | None = None,
+          inherit: dict[str, torch.Tensor] | None = None,
+          transforms: dict[str, dict[str, Any]] | None = None) -> ShardedTrainer:
+    """Give the whole model its starting point (a checkpoint, else parents' tensors), then
+    shard it."""
+    if resume_from:
+        trainer.resume(resume_from)
+    elif inherit:
+        trainer.inherit(inherit, transforms)
+    trainer.shard()
+    return trainer
