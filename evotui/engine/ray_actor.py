@@ -11,6 +11,11 @@ Checkpoints: with ``blobs`` None the job's paths are used as they are (a shared 
 with ``blobs`` (head path -> object ref of the file's bytes) the files the job reads are written
 to this actor's scratch directory first, the job runs on those copies, and ``run`` returns the
 checkpoint's bytes for the head to write where the engine reads it.
+
+Scratch directories (``evotui-ray-w<pid>-*`` in the node's temporary directory) go with their
+actor: ``close`` removes its own (the executor calls it before ending the actor), and a new
+actor removes those of actors on its node whose process is gone (SIGKILLed, OOM-killed,
+``ray.kill``: nothing of theirs ran to clean up).
 """
 
 from __future__ import annotations
@@ -30,6 +35,33 @@ from evotui.engine import worker
 from evotui.engine.jobs import Job, Warm
 
 DRAIN_WAIT = 0.5  # seconds a drain call waits for the first event
+SCRATCH = "evotui-ray-w"  # + "<pid>-<random>": an actor's scratch directory
+
+
+def scratch_dirs(root: str | Path | None = None) -> list[Path]:
+    """The actors' scratch directories under ``root`` (the temporary directory)."""
+    return sorted(Path(root or tempfile.gettempdir()).glob(f"{SCRATCH}*-*"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def sweep(root: str | Path | None = None) -> list[Path]:
+    """Remove the scratch directories of actors whose process is gone; the ones removed."""
+    gone = []
+    for path in scratch_dirs(root):
+        pid = path.name[len(SCRATCH):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            gone.append(path)
+    return gone
 
 
 class _Flag:
@@ -52,7 +84,8 @@ class SlotActor:
         self._flags: dict[str, _Flag] = {}
         self._busy = threading.Lock()  # one job (or warm-up) at a time
         self._active = False  # a job is running: a drain waits for its events
-        self._scratch = Path(tempfile.mkdtemp(prefix="evotui-ray-"))
+        sweep()  # what actors that died on this node left behind
+        self._scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH}{os.getpid()}-"))
 
     def info(self) -> dict[str, Any]:
         import ray
@@ -60,7 +93,11 @@ class SlotActor:
         ctx = ray.get_runtime_context()
         return {"pid": os.getpid(), "node": ctx.get_node_id(),
                 "ip": ray.util.get_node_ip_address(),
-                "gpus": [str(g) for g in ray.get_gpu_ids()]}
+                "gpus": [str(g) for g in ray.get_gpu_ids()], "scratch": str(self._scratch)}
+
+    def close(self) -> None:
+        """Remove this actor's scratch directory (before the executor ends the actor)."""
+        shutil.rmtree(self._scratch, ignore_errors=True)
 
     def sees(self, path: str, token: str) -> bool:
         """Whether this node reads ``token`` from ``path`` (the head's probe file)."""

@@ -18,12 +18,20 @@ probe file written here and read by a task on each node), else ``copy``: the fil
 (its resume checkpoint, its parents', ``train.init_checkpoint``) go to its node through Ray's
 object store, and the checkpoint it writes comes back to the head, written where the engine
 reads it. :func:`checkpoint_mode` decides (``auto``) and says why, for ``run.log``.
+
+FSDP candidates (``train.parallel: fsdp``) are not trained here: each actor holds one slot, and
+such a job fails at once with a reason that says to run it with the local executor (which gives
+it k GPUs of its machine). ``train.parallel: auto`` trains unsharded here.
+
+At shutdown every actor removes its scratch directory before it is ended; an actor that died
+left its own behind, and the actor that replaces it on that node removes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import threading
 import time
 import uuid
@@ -43,6 +51,7 @@ from evotui.engine.worker import KILL, PAUSE
 
 POLL = 0.2  # seconds between checks on heartbeats, deadlines and actors
 RETRY = 10.0  # seconds before placing again an actor that failed to start
+CLOSE_WAIT = 5.0  # seconds shutdown waits for the actors to remove their scratch directories
 MODES = ("auto", "shared", "copy")
 
 
@@ -199,6 +208,14 @@ class RayExecutor(Executor):
             return [s.job.candidate_id for s in self._slots if s.job is not None]
 
     def submit(self, job: Job) -> None:
+        train = job.config.get("train") or {}
+        if train.get("parallel") == "fsdp":
+            self._emit(job.candidate_id, parse({
+                "kind": "failed", "reason": f"train.parallel: fsdp ({train.get('shards')} "
+                "shards) is not supported by the Ray executor (one slot per candidate); run it "
+                "with --executor local, which gives it GPUs of one machine, or set "
+                "train.parallel: none"}))
+            return
         blobs = self._ship(job) if self.checkpoints == "copy" else None
         with self._lock:
             if self._closing:
@@ -247,9 +264,13 @@ class RayExecutor(Executor):
                 self.request(candidate_id, "kill")
         while self._thread.is_alive():
             await asyncio.sleep(0.05)
-        for slot in self._slots:
-            if slot.actor is not None:
-                ray.kill(slot.actor)
+        actors = [slot.actor for slot in self._slots if slot.actor is not None]
+        closing = [a.close.remote() for a in actors]  # their scratch directories
+        if closing:
+            await asyncio.to_thread(ray.wait, closing, num_returns=len(closing),
+                                    timeout=CLOSE_WAIT)
+        for actor in actors:
+            ray.kill(actor)
         if self._owns_ray:
             ray.shutdown()
         self._end()
@@ -404,13 +425,29 @@ class RayExecutor(Executor):
 
 
 def _node_lost(node: str | None, error: BaseException) -> bool:
-    """Whether an actor died with its node: Ray says so, or the node is no longer alive."""
+    """Whether an actor died with its node: Ray says so, the node is no longer alive, or its
+    raylet does not answer (Ray reports the actor's death seconds before its health checks
+    declare the node dead)."""
     text = str(error).lower()
     if "its node" in text or "node has died" in text or getattr(error, "preempted", False):
         return True
     if node is None:
         return False
     try:
-        return any(n["NodeID"] == node and not n.get("Alive") for n in ray.nodes())
+        entry = next((n for n in ray.nodes() if n["NodeID"] == node), None)
     except (GetTimeoutError, RuntimeError):
+        return False
+    if entry is None or not entry.get("Alive"):
+        return True
+    return not _answers(entry.get("NodeManagerAddress"), entry.get("NodeManagerPort"))
+
+
+def _answers(host: str | None, port: int | None, timeout: float = 2.0) -> bool:
+    """Whether something accepts a connection at host:port (a node's raylet)."""
+    if not host or not port:
+        return True  # nothing to ask: no verdict against the node
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
         return False
