@@ -4,9 +4,10 @@ A separate process (so its CPU is not counted) writes a synthetic run to a fresh
 the engine would: ``candidates`` candidates training at once, each writing ``rate`` metric rows
 per second with its step, an event now and then, and a candidate finishing and a new one
 starting every few seconds. The real app runs headless (``App.run_test``) attached to that store
-with the real GPU/CPU sampler. Measured per refresh (one poll of the store): the read (in a
-thread), the widget updates and the time until the screen has been redrawn; and the process's
-CPU time over wall time while it runs.
+with the real GPU/CPU sampler, its cursor on a candidate that trains throughout (as a person
+watching training has it: the Loss pane's curve grows with every poll). Measured per refresh (one
+poll of the store): the read (in a thread), the widget updates and the time until the screen has
+been redrawn; and the process's CPU time over wall time while it runs.
 """
 
 from __future__ import annotations
@@ -114,12 +115,22 @@ def _stats(values: list[float]) -> dict[str, float | None]:
             "mean": round(statistics.mean(values), 2) if values else None}
 
 
+def _watch(app: Any) -> None:
+    """The cursor on the newest running candidate (the writer finishes the oldest first, so it
+    runs to the end of the measurement)."""
+    running = [cid for cid, c in app.feed.candidates.items() if c["status"] == "running"]
+    if running:
+        app.population.table.move_to(max(running))
+
+
 async def _measure(run_dir: Path, seconds: float) -> tuple[list[dict[str, float]], float, float]:
     from evotui.tui.app import EvoApp
 
     app = EvoApp(run_dir, readonly=True)
     async with app.run_test(headless=True, size=(160, 48)) as pilot:
         await asyncio.sleep(WARMUP_S)
+        await pilot.pause()
+        _watch(app)
         await pilot.pause()
         first = len(app.timings)
         cpu0, wall0 = time.process_time(), time.perf_counter()

@@ -26,6 +26,8 @@ from typing import Any
 from evotui.engine.schema import CANDIDATE_FIELDS, CANDIDATE_JSON
 from evotui.lifecycle import Status
 
+_NAMES: dict[type, tuple[str, ...]] = {}  # each record class's field names
+
 
 class _Readable:
     """Mapping-style reads of a dataclass's fields (``r["name"]``, ``r.get``, ``dict(r)``)."""
@@ -48,7 +50,11 @@ class _Readable:
         return iter(self._names())
 
     def _names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(self))  # type: ignore[arg-type]
+        names = _NAMES.get(type(self))
+        if names is None:  # once per class: fields() walks the dataclass on every call
+            names = tuple(f.name for f in fields(self))  # type: ignore[arg-type]
+            _NAMES[type(self)] = names
+        return names
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (strings for enums), ready for JSON."""

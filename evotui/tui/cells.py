@@ -161,6 +161,8 @@ def sort_value(c: Mapping[str, Any], latest: Mapping[str, Any] | None, key: str,
 def matches(c: Mapping[str, Any], query: str) -> bool:
     """The filter: every word of ``query`` appears in the id, operator, status, parents, device
     or generation (``g3`` matches generation 3), case-insensitive."""
+    if not query:
+        return True
     hay = " ".join([c["id"], c.get("operator") or "", c["status"],
                     " ".join(c.get("parents") or []), c.get("device") or "",
                     f"g{c['generation']}"]).lower()

@@ -77,6 +77,8 @@ class Feed:
         self._event_id = 0
         self._frontier_stamp: tuple[float, int] | None = None
         self._polled = False
+        self._version = 0  # counts the changes to finished candidates (all best() reads)
+        self._best: tuple[int, str | None] | None = None  # best() at a version
 
     def poll(self) -> Update:
         first = not self._polled
@@ -87,6 +89,8 @@ class Feed:
             if old is None or old["updated"] != c["updated"]:
                 up.candidates[c["id"]] = c
                 self.candidates[c["id"]] = c
+                if c["status"] in FINISHED or (old is not None and old["status"] in FINISHED):
+                    self._version += 1
         if first:
             self._first_metrics(up)
             events = self.store.recent_events(self.log_backlog)
@@ -164,9 +168,12 @@ class Feed:
 
     def best(self) -> str | None:
         """The current best finished candidate: the lowest held-out loss (the first objective
-        where no candidate has one)."""
-        return (best_candidate(self.candidates.values(), {"loss": "min"})
-                or best_candidate(self.candidates.values(), self.info.objectives))
+        where no candidate has one); worked out again only when a finished one changed."""
+        if self._best is None or self._best[0] != self._version:
+            best = (best_candidate(self.candidates.values(), {"loss": "min"})
+                    or best_candidate(self.candidates.values(), self.info.objectives))
+            self._best = (self._version, best)
+        return self._best[1]
 
 
 def engine_said(store: RunStore) -> tuple[str | None, float | None, int | None]:

@@ -1,11 +1,12 @@
 """The Loss pane: the selected candidate's training and held-out loss against step, with rung
 boundaries, overlaid with its first parent's curve, the current best's and those of the marked
-candidates (space in the Population table) (textual-plotext).
+candidates (space in the Population table), drawn by :mod:`evotui.tui.plot`.
 
 It keeps the rows of the candidates it shows: loaded from the store when one of them changes,
-then extended with each poll's new rows, and redrawn only when they change. Too short for a
-plot with honest y labels (fewer than ``MIN_PLOT_ROWS`` rows of plot), it shows each curve's
-newest value and a sparkline instead.
+then extended with each poll's new rows, and redrawn only when they change: the plot's lines are
+built once per change and drawn through Textual's Line API (no markup or ANSI to parse). Too
+short for a plot with honest y labels (fewer than ``MIN_PLOT_ROWS`` rows of plot), it shows each
+curve's newest value and a sparkline instead.
 """
 
 from __future__ import annotations
@@ -13,20 +14,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from rich.segment import Segment
 from rich.text import Text
-from textual.app import RenderResult
-from textual_plotext import PlotextPlot
+from textual.strip import Strip
+from textual.widget import Widget
 
+from evotui.tui.plot import Series, draw
 from evotui.tui.spark import sparkline
 
 MAX_ROWS = 4000  # per candidate; beyond, the older half is thinned
 MIN_PLOT_ROWS = 3  # fewer rows of plot than this: values and sparklines, not a plot
-COLORS = {"train": "green+", "eval": "cyan+", "parent": "gray", "best": "orange+",
-          "rung": "red"}
 STYLE = {"train": "bold green", "eval": "bold cyan", "parent": "bright_black",
          "best": "bold yellow", "rung": "red"}
-MARK_COLORS = [("magenta+", "bold magenta"), ("blue+", "bold blue"), ("yellow", "yellow"),
-               ("red+", "bold red"), ("white", "white")]
+MARK_STYLES = ["bold magenta", "bold blue", "yellow", "bold red", "white"]
 
 
 def thin(points: Sequence[tuple[float, float]], limit: int) -> list[tuple[float, float]]:
@@ -38,9 +38,9 @@ def thin(points: Sequence[tuple[float, float]], limit: int) -> list[tuple[float,
     return [*picked, points[-1]]
 
 
-class LossPane(PlotextPlot, can_focus=True):
+class LossPane(Widget, can_focus=True):
     DEFAULT_CSS = """
-    LossPane { border: round $primary; }
+    LossPane { border: round $primary; width: 1fr; height: 1fr; }
     LossPane:focus { border: round $accent; }
     """
     ALLOW_MAXIMIZE = True
@@ -55,22 +55,55 @@ class LossPane(PlotextPlot, can_focus=True):
         self.draws = 0
         # a finished candidate's last held-out loss (its final measurement, not an eval row)
         self.final: Callable[[str], tuple[float, float] | None] = lambda cid: None
-        self._built: tuple[tuple[int, int, int, str], RenderResult] | None = None
+        self._built: tuple[tuple[int, int, int], list[Strip]] | None = None
+        self._legend: Text | None = None
+        self._curves: list[Series] = []  # what redraw() found to plot, before thinning
 
     @property
     def plot_rows(self) -> int:
         """Rows left for the curves: the pane less the x axis, its ticks and its label."""
         return self.content_size.height - 3
 
-    def render(self) -> RenderResult:
-        """The plot, built again only when its data, size or theme changed."""
-        key = (self.draws, self.size.width, self.size.height, str(self.app.theme))
+    @property
+    def strips(self) -> list[Strip]:
+        """The pane's lines, built again only when its data, size or style changed."""
+        width, height = self.content_size
+        key = (self.draws, width, height)
         if self._built is None or self._built[0] != key:
-            if self.content_size.height > 0 and self.plot_rows < MIN_PLOT_ROWS:
-                self._built = (key, self.summary(self.content_size.width))
+            if self.plot_rows < MIN_PLOT_ROWS:
+                lines = self.summary(width).split("\n")
             else:
-                self._built = (key, super().render())
+                lines = self.plot(width, height)
+            base = self.rich_style
+            strips = []
+            for line in lines[:height]:
+                segments = [Segment(s.text, base + s.style if s.style else base)
+                            for s in line.render(self.app.console)]
+                strips.append(Strip(segments).crop_extend(0, width, base))
+            self._built = (key, strips)
         return self._built[1]
+
+    def render_line(self, y: int) -> Strip:
+        strips = self.strips
+        if y < len(strips):
+            return strips[y]
+        return Strip.blank(self.content_size.width, self.rich_style)
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._built = None
+
+    def plot(self, width: int, height: int) -> list[Text]:
+        """The curves, the rung boundaries and the step axis; a line saying why when there
+        is nothing to plot."""
+        series = [Series(thin(c.points, 2 * width), c.style, c.dots) for c in self._curves]
+        lines = draw(series, width, height, self.rungs[:-1] if series else (), STYLE["rung"],
+                     "step")
+        if not series:
+            selected = self.shown[0]
+            note = f"{selected}: no metrics yet" if selected else "no candidate selected"
+            lines[0] = Text(note.center(width), style="bold")
+        return lines
 
     def _lines(self) -> list[tuple[str, str, str, str]]:
         """(candidate, kind, label, role) of every curve shown."""
@@ -79,15 +112,15 @@ class LossPane(PlotextPlot, can_focus=True):
                (selected, "eval", "held-out", "eval"),
                (parent, "train", f"parent {parent}", "parent"),
                (best, "train", f"best {best}", "best")]
-        out += [(cid, "train", f"* {cid}", f"mark{i % len(MARK_COLORS)}")
+        out += [(cid, "train", f"* {cid}", f"mark{i % len(MARK_STYLES)}")
                 for i, cid in enumerate(self.marked)]
         return [line for line in out if line[0] is not None]
 
     @staticmethod
-    def _style(role: str) -> tuple[str, str]:
+    def _style(role: str) -> str:
         if role.startswith("mark"):
-            return MARK_COLORS[int(role[4:])]
-        return COLORS[role], STYLE[role]
+            return MARK_STYLES[int(role[4:])]
+        return STYLE[role]
 
     def summary(self, width: int) -> Text:
         """Each curve's newest loss and its shape, one line each (a pane too short to plot)."""
@@ -99,9 +132,9 @@ class LossPane(PlotextPlot, can_focus=True):
             if out:
                 out.append("\n")
             head = f"{label[:18]:<18} {points[-1][1]:>7.4g} "
-            out.append(head, style=self._style(role)[1])
+            out.append(head, style=self._style(role))
             out.append(sparkline([v for _, v in points], width - len(head)),
-                       style=self._style(role)[1])
+                       style=self._style(role))
         if not out:
             out.append("no metrics yet" if self.shown[0] else "no candidate selected",
                        style="bright_black")
@@ -152,32 +185,21 @@ class LossPane(PlotextPlot, can_focus=True):
         return points
 
     def redraw(self) -> None:
-        selected = self.shown[0]
-        plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
-        width = max(10, self.size.width or 60)
-        legend = []
-        drawn = False
+        """The data changed: the lines are built again at the next paint; the legend (the
+        border's subtitle) is set only when it changed, as that repaints the border too."""
+        legend = Text()
+        self._curves = []
         for cid, kind, label, role in self._lines():
-            points = thin(self._series(cid, kind), 2 * width)
-            if not points:
-                continue
-            color, style = self._style(role)
-            xs, ys = zip(*points, strict=True)
-            if kind == "eval":
-                plt.scatter(list(xs), list(ys), marker="dot", color=color)
-            else:
-                plt.plot(list(xs), list(ys), marker="braille", color=color)
-            legend.append(f"[{style}]{label}[/]")
-            drawn = True
-        if drawn:
-            for boundary in self.rungs[:-1]:
-                plt.vline(boundary, COLORS["rung"])
-            legend.append(f"[{STYLE['rung']}]│ rung[/]")
-        else:
-            plt.title(f"{selected}: no metrics yet" if selected else "no candidate selected")
-        plt.xlabel("step")
-        self.border_subtitle = " ".join(legend)
+            points = self._series(cid, kind)
+            if points:
+                self._curves.append(Series(points, self._style(role), dots=kind == "eval"))
+                legend.append(label, style=self._style(role))
+                legend.append(" ")
+        self._curves.reverse()  # the selected candidate's curves drawn last: on top
+        if legend:
+            legend.append("│ rung", style=STYLE["rung"])
+        if legend != self._legend:
+            self._legend = legend
+            self.border_subtitle = legend
         self.draws += 1
         self.refresh()

@@ -21,16 +21,12 @@ from textual.widgets import Input
 from evotui.tui import cells
 from evotui.tui.feed import Feed, Update
 from evotui.tui.messages import CandidateSelected, DetailsRequested
-from evotui.tui.table import RowTable
+from evotui.tui.table import RowTable, same
 
 # (column key, descending?) in the order ``s`` cycles through; ppl columns go after "loss"
 SORTS_HEAD = [("id", False), ("loss", False)]
 SORTS_TAIL = [("tok_s", True), ("params", False), ("status", False), ("front", False),
               ("gen", True), ("device", False)]
-
-
-def _same(a: Text | None, b: Text) -> bool:
-    return a is not None and (a.plain, a.style, a.spans) == (b.plain, b.style, b.spans)
 
 
 class PopulationTable(RowTable):
@@ -150,10 +146,12 @@ class PopulationPane(Vertical):
                 del self._shown[cid]
                 continue
             row = self._cells(cid)
-            changed = [key for key, text in row.items() if not _same(shown.get(key), text)]
-            if changed:
+            changed = [key for key, text in row.items()
+                       if key not in shown or not same(shown[key], text)]
+            if changed:  # the unchanged cells stay the objects the table drew
                 self.cell_updates += len(changed)
-                self._shown[cid] = row
+                self._shown[cid] = row = {key: text if key in changed else shown[key]
+                                          for key, text in row.items()}
                 table.set_row(cid, row)
                 resort = resort or sort_key in changed
         if resort:

@@ -2,8 +2,11 @@
 
 Textual's ``DataTable`` invalidates every cached cell on any ``update_cell`` and re-renders the
 whole visible table, which costs tens of milliseconds per refresh with a few dozen running
-candidates. Here each row's line (a ``Strip``) is built once when one of its cells changes, and
-only that line's region is refreshed; scrolling and the cursor reuse the built lines. A fixed
+candidates. Here each row's line (a ``Strip``) is built when one of its cells changes, from the
+segments of each cell, which are kept and built again only for the cells whose text changed (a
+training candidate changes its step, loss and tok/s, not its other ten cells); only that line's
+region is refreshed, and only when it is on screen; scrolling and the cursor reuse the built
+lines. A fixed
 header line, a row cursor (arrows, page keys, home/end, mouse), marks, horizontal scrolling
 with frozen columns, and columns dropped by priority when the table is narrow.
 """
@@ -30,6 +33,14 @@ from evotui.tui.cells import Column
 GAP = 1  # blank cells after each column
 LEAD = 2  # before the first column: the cursor marker and the mark
 CURSOR_MARK, MARK = "▶", "*"  # shapes, so the cursor and marks show without colour
+
+
+BLANK = Text("")
+
+
+def same(a: Text, b: Text) -> bool:
+    """The same text in the same styles."""
+    return a is b or (a.plain, a.style, a.spans) == (b.plain, b.style, b.spans)
 
 
 def fit(text: Text, width: int, right: bool) -> Text:
@@ -118,6 +129,8 @@ class RowTable(ScrollView, can_focus=True):
         self.cells: dict[str, dict[str, Text]] = {}
         self.marked: set[str] = set()
         self._strips: dict[str, tuple[Strip, Strip]] = {}  # frozen part, scrolling part
+        # per row and column: the cell's text and width, and the segments drawn from them
+        self._segs: dict[str, dict[str, tuple[Text, int, list[Segment]]]] = {}
         self._header: tuple[Strip, Strip] | None = None
         self._styles: tuple[Style, Style, Style] | None = None  # base, header, cursor
         self.rows_built = 0  # row lines built so far (tests read it)
@@ -145,7 +158,7 @@ class RowTable(ScrollView, can_focus=True):
         self.cells[key] = cells
         self._strips.pop(key, None)
         if key in self.index:
-            self.refresh_line(self.index[key] + 1)
+            self._refresh_row(self.index[key])
             return
         self.index[key] = len(self.order)
         self.order.append(key)
@@ -158,10 +171,11 @@ class RowTable(ScrollView, can_focus=True):
         self.order.remove(key)
         self.cells.pop(key, None)
         self._strips.pop(key, None)
+        self._segs.pop(key, None)
         self._reindex(keep)
 
     def clear(self) -> None:
-        self.order, self.index, self.cells, self._strips = [], {}, {}, {}
+        self.order, self.index, self.cells, self._strips, self._segs = [], {}, {}, {}, {}
         self.cursor_row = 0
         self._resized()
 
@@ -206,19 +220,44 @@ class RowTable(ScrollView, can_focus=True):
 
     # -- rendering ------------------------------------------------------------------------
 
-    def _line(self, cells: Iterable[tuple[Column, Text]], style: Style) -> Strip:
-        text = Text()
-        for col, cell in cells:
-            text.append_text(fit(cell, col.width, col.right))
-            text.append(" " * GAP)
-        segments = [Segment(s.text, style + s.style if s.style else style)
-                    for s in text.render(self.app.console)]
-        return Strip(segments, text.cell_len)
+    def _refresh_row(self, row: int) -> None:
+        """Repaint one row's line if it is on screen (one off screen is drawn when scrolled
+        to, from its new cells)."""
+        top = round(self.scroll_offset.y)
+        if top <= row < top + max(1, self.size.height - 1):
+            self.refresh_line(row + 1)
 
-    def _parts(self, cell: Callable[[Column], Text], style: Style) -> tuple[Strip, Strip]:
+    def _cell(self, text: Text, col: Column, style: Style) -> list[Segment]:
+        """One cell's segments: ``text`` fitted to the column, then the gap."""
+        fitted = fit(text, col.width, col.right)
+        fitted.append(" " * GAP)
+        return [Segment(s.text, style + s.style if s.style else style)
+                for s in fitted.render(self.app.console)]
+
+    def _line(self, cells: Iterable[tuple[Column, Text]], style: Style,
+              kept: dict[str, tuple[Text, int, list[Segment]]] | None = None) -> Strip:
+        """The line of ``cells``; ``kept``: each cell's segments from before, reused for a
+        cell whose text and width are unchanged (and updated for the others)."""
+        segments: list[Segment] = []
+        width = 0
+        for col, cell in cells:
+            old = kept.get(col.key) if kept is not None else None
+            if old is not None and old[1] == col.width and same(old[0], cell):
+                segs = old[2]
+            else:
+                segs = self._cell(cell, col, style)
+                if kept is not None:
+                    kept[col.key] = (cell, col.width, segs)
+            segments += segs
+            width += col.width + GAP
+        return Strip(Segment.simplify(segments), width)
+
+    def _parts(self, cell: Callable[[Column], Text], style: Style,
+               kept: dict[str, tuple[Text, int, list[Segment]]] | None = None
+               ) -> tuple[Strip, Strip]:
         frozen = [(c, cell(c)) for c in self.shown_cols if c.frozen]
         rest = [(c, cell(c)) for c in self.shown_cols if not c.frozen]
-        return self._line(frozen, style), self._line(rest, style)
+        return self._line(frozen, style, kept), self._line(rest, style, kept)
 
     @property
     def line_styles(self) -> tuple[Style, Style, Style]:
@@ -233,7 +272,8 @@ class RowTable(ScrollView, can_focus=True):
         strips = self._strips.get(key)
         if strips is None:
             cells = self.cells[key]
-            strips = self._parts(lambda c: cells.get(c.key, Text("")), self.line_styles[0])
+            strips = self._parts(lambda c: cells.get(c.key, BLANK), self.line_styles[0],
+                                 self._segs.setdefault(key, {}))
             self._strips[key] = strips
             self.rows_built += 1
         return strips
@@ -272,6 +312,7 @@ class RowTable(ScrollView, can_focus=True):
         self._styles = None
         self._header = None
         self._strips.clear()
+        self._segs.clear()
 
     # -- cursor ---------------------------------------------------------------------------
 
