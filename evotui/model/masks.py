@@ -264,3 +264,93 @@ def _chunk_layout_constant(pattern: Pattern, seq_len: int, device: torch.device
 def _chunk_layout_eager(pattern: Pattern, seq_len: int, device: torch.device
                         ) -> tuple[torch.Tensor, ...]:
     return _chunk_layout(pattern, int(seq_len), _device(device))
+
+
+# --- chunked groups: the batched calls the chunked backend makes -----------------------------
+
+TRIM = 16  # leading band keys a chunk does not attend are dropped in units of this many
+
+
+def chunk_groups(pattern: Pattern, seq_len: int, device: torch.device | str = "cpu",
+                 groups: int = 1, dtype: torch.dtype = torch.bool) -> tuple[torch.Tensor, ...]:
+    """The chunk rows of :func:`chunk_layout` gathered into batched attention calls, cached:
+    ``(out_index, q_index_1, k_index_1, allowed_1, q_index_2, ...)``.
+
+    Each row keeps only the band keys from the first one any of its queries attends (rounded
+    down to ``TRIM``), so a row whose queries reach back less (the first chunks, the first
+    chunks of a block) reads fewer keys. Rows are grouped by that count, rows of a small group
+    joining the next larger one (a group has at least an eighth of the rows), so each group is
+    one call over (rows, chunk, keys) tiles. Per group: ``q_index`` (rows * chunk) the query
+    position of each tile row (padding clamped to the last position), ``k_index`` (rows * keys)
+    the key position of each tile column (clamped into the sequence), in column-major order
+    (keys, rows: the layout CPU SDPA keeps its K/V in), ``allowed`` (1, rows, groups * chunk,
+    keys), True where a query attends a key (pairs outside the sequence are not, except a
+    padded query's own column: no empty softmax row), repeated ``groups`` times along the
+    queries (GQA: the query heads sharing a key head are stacked on the tile rows); with a
+    floating ``dtype`` it is the additive mask instead (0 where True, -inf elsewhere), which
+    SDPA would otherwise rebuild from the boolean one on every call. ``out_index``
+    (seq_len) is where position p's output lies in the groups' tiles, concatenated in order
+    (row-major over groups, rows, chunk)."""
+    if not torch.compiler.is_compiling():
+        return _chunk_groups(pattern, seq_len, _device(device), groups, dtype)
+    if isinstance(seq_len, int):
+        return _chunk_groups_constant(pattern, seq_len, device, groups, dtype)
+    return _chunk_groups_eager(pattern, seq_len, device, groups, dtype)
+
+
+def chunk_work(pattern: Pattern, seq_len: int) -> int:
+    """(query, key) pairs the chunked backend computes over one head: the tiles of every group
+    of :func:`chunk_groups`, padding included."""
+    tables = _chunk_groups(pattern, seq_len, torch.device("cpu"), 1, torch.bool)
+    return sum(a.shape[1] * a.shape[2] * a.shape[3] for a in tables[3::3])
+
+
+@lru_cache(maxsize=32)
+def _chunk_groups(pattern: Pattern, seq_len: int, device: torch.device, groups: int,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    p = chunk_plan(pattern, seq_len)
+    blocked, q_pos, k_pos = _chunk_layout(pattern, seq_len, torch.device("cpu"))
+    rows, C, width = blocked.shape
+    banded = p.band + p.chunk if p.band >= 0 else width  # the band's columns (globals after)
+    attended = ~blocked[..., :banded] & (q_pos < seq_len)[..., None]
+    first = attended.any(1).int().argmax(-1)  # first band column any query attends
+    keep = banded - (first // TRIM) * TRIM  # band columns each row keeps
+    sizes = sorted(set(keep.tolist()))
+    least = max(2, rows // 8)
+    cuts, pending = [], 0
+    for size in sizes:
+        pending += int((keep == size).sum())
+        if pending >= least or size == sizes[-1]:
+            cuts.append(size)
+            pending = 0
+    tables: list[torch.Tensor] = []
+    order: list[torch.Tensor] = []
+    low = 0
+    for size in cuts:
+        sel = ((keep > low) & (keep <= size)).nonzero().flatten()
+        low = size
+        cols = torch.cat([torch.arange(banded - size, banded), torch.arange(banded, width)])
+        allowed = ~blocked[sel][:, :, cols]
+        allowed = allowed[:, None].expand(-1, groups, -1, -1).reshape(len(sel), groups * C, -1)
+        if dtype != torch.bool:
+            allowed = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, -torch.inf)
+        tables += [q_pos[sel].clamp(max=seq_len - 1).flatten(),
+                   k_pos[sel][:, cols].clamp(0, seq_len - 1).t().flatten(), allowed[None]]
+        order.append(q_pos[sel].flatten())
+    where = torch.cat(order)
+    out_index = torch.empty(seq_len, dtype=torch.long)
+    real = where < seq_len
+    out_index[where[real]] = real.nonzero().flatten()
+    return tuple(t.to(device) for t in (out_index, *tables))
+
+
+@torch.compiler.assume_constant_result
+def _chunk_groups_constant(pattern: Pattern, seq_len: int, device: torch.device, groups: int,
+                           dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    return _chunk_groups(pattern, seq_len, _device(device), groups, dtype)
+
+
+@torch.compiler.disable
+def _chunk_groups_eager(pattern: Pattern, seq_len: int, device: torch.device, groups: int,
+                        dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    return _chunk_groups(pattern, int(seq_len), _device(device), groups, dtype)

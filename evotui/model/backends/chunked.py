@@ -2,14 +2,16 @@
 device (the CPU's sparse backend; FlexAttention's job on CUDA).
 
 Queries are cut into chunks (``masks.chunk_plan``); each chunk attends only to its candidate
-keys, gathered into a compact K/V: the band of keys a window can reach (a strided view of the
-padded keys, not the whole prefix), plus, for ``local_global``, every ``global_stride``-th key
-outside the band, all in one softmax (the same result as merging a local and a global
-attention by their log-sum-exp, in one kernel call). ``dilated`` runs as ``dilation``
-interleaved subsequences (a strided view), each a plain window. ``Pattern.allowed`` masks the
-candidates, so the pattern stays the single source of truth. The math is two batched matmuls
-and a softmax over (chunk x candidate keys) tiles (unfused: faster on CPUs than SDPA with a
-mask, whose backward takes a slow path).
+keys, gathered into a compact K/V: the band of keys a window can reach (not the whole prefix),
+trimmed per chunk to the first key any of its queries attends, plus, for ``local_global``,
+every ``global_stride``-th key outside its band, all in one softmax (the same result as merging
+a local and a global attention by their log-sum-exp, in one kernel call). ``dilated`` runs as
+``dilation`` interleaved subsequences, each a plain window. Chunks that read the same number
+of keys form a group (``masks.chunk_groups``), and each group is ONE call of SDPA over
+(chunks, chunk, keys) tiles with a cached boolean mask from ``Pattern.allowed`` (the pattern
+stays the single source of truth), so the fused CPU kernel does the work, forward and
+backward, with no score tile ever materialised. With GQA / MQA the query heads that share a
+key head are stacked on the tile's rows, so K/V are gathered once per key head.
 Dense causal attention goes to SDPA's ``is_causal`` kernel directly.
 """
 
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 
 from evotui.dsl.patterns import Pattern
 from evotui.model.backends.base import AttentionBackend, ScoreBias
-from evotui.model.masks import chunk_layout, chunk_plan
+from evotui.model.masks import chunk_groups, chunk_plan
 
 
 class Chunked(AttentionBackend):
@@ -29,46 +31,54 @@ class Chunked(AttentionBackend):
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern,
                dropout: float, scale: float, bias: ScoreBias | None = None) -> torch.Tensor:
         B, H, T, hd = q.shape
+        h_kv = k.shape[1]
+        g = H // h_kv
         if pattern.kind == "none" and bias is None:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True,
-                                                  scale=scale, enable_gqa=k.shape[1] != H)
+                                                  scale=scale, enable_gqa=g != 1)
         plan = chunk_plan(pattern, T)
-        blocked, q_pos, k_pos = chunk_layout(pattern, T, q.device)
-        R, n, C, nb = plan.residues, plan.length, plan.chunk, plan.blocks
-
-        def split(x: torch.Tensor) -> torch.Tensor:
-            # (B, h, T, hd) -> (B, h, R, n, hd): position i * R + r lands at [r, i]
-            x = F.pad(x, (0, 0, 0, n * R - T))
-            return x.view(B, x.shape[1], n, R, hd).transpose(2, 3)
-
-        qs = split(q).reshape(B * H, R * nb, C, hd)
-        ks, vs = self._keys(split(k), plan, H), self._keys(split(v), plan, H)
-        att = (qs * scale) @ ks.transpose(-1, -2)  # (B * H, R * nb, C, keys)
-        if bias is not None:
-            h = torch.arange(H, device=q.device)[:, None, None, None]
-            b = bias(h, q_pos[None, :, :, None], k_pos[None, :, None, :])
-            att = (att.view(B, H, *blocked.shape) + b.to(att.dtype)).view_as(att)
-        att = att.to(torch.promote_types(att.dtype, torch.float32))  # softmax in >= fp32
-        att = att.masked_fill(blocked, float("-inf")).softmax(-1).to(vs.dtype)
-        if dropout > 0:
-            att = F.dropout(att, p=dropout, training=True)
-        y = (att @ vs).view(B, H, R, n, hd).transpose(2, 3).reshape(B, H, n * R, hd)
-        return y[:, :, :T]
+        tables = chunk_groups(pattern, T, q.device, g, torch.bool if bias is not None else q.dtype)
+        out_index, parts = tables[0], tables[1:]
+        C = plan.chunk
+        # the tiles in position order: q, y are views, no gather
+        natural = len(parts) == 3 and plan.residues == 1 and parts[0].shape[0] == T
+        qg = q.view(B, h_kv, g, T, hd)
+        ys = []
+        for i in range(0, len(parts), 3):
+            q_index, k_index, allowed = parts[i:i + 3]
+            rows, keys = allowed.shape[1], allowed.shape[-1]
+            if natural:
+                qi = qg.view(B, h_kv, g, rows, C, hd)
+            else:
+                qi = qg.index_select(3, q_index).view(B, h_kv, g, rows, C, hd)
+            qi = qi.transpose(2, 3).reshape(B * h_kv, rows, g * C, hd)
+            # gathered as (keys, rows): SDPA's own layout, so its gradients come back unpermuted
+            ki, vi = (x.index_select(2, k_index).view(B * h_kv, keys, rows, hd).transpose(1, 2)
+                      for x in (k, v))
+            mask = allowed
+            if bias is not None:
+                mask = self._bias(bias, pattern, T, q_index, k_index, allowed, B, H, C, q)
+            y = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask, dropout_p=dropout,
+                                               scale=scale)
+            ys.append(y.view(B, h_kv, rows, g, C, hd))
+        y = ys[0] if len(ys) == 1 else torch.cat(ys, 2)
+        y = y.permute(0, 1, 3, 2, 4, 5).reshape(B, H, -1, hd)  # (B, H, rows * C, hd)
+        if natural:
+            return y if y.shape[2] == T else y[:, :, :T]
+        return y.index_select(2, out_index)
 
     @staticmethod
-    def _keys(x: torch.Tensor, plan: object, heads: int) -> torch.Tensor:
-        """(B, h_kv, R, n, hd) -> the candidate keys of every chunk, (B * H, R * nb, keys, hd)."""
-        B, h_kv, R, n, hd = x.shape
-        C, nb, band = plan.chunk, plan.blocks, plan.band
-        if band < 0:
-            cand = x[:, :, :, None]  # one chunk per subsequence: all of it
-        else:
-            padded = F.pad(x, (0, 0, band, 0))  # (B, h_kv, R, band + n, hd)
-            cand = padded.unfold(3, band + C, C).transpose(-1, -2)  # (.., R, nb, band+C, hd)
-            if plan.stride:
-                glob = x[:, :, :, ::plan.stride]  # (B, h_kv, 1, G, hd)
-                glob = glob[:, :, :, None].expand(B, h_kv, R, nb, glob.shape[-2], hd)
-                cand = torch.cat([cand, glob], dim=-2)
-        groups = heads // h_kv
-        cand = cand[:, :, None].expand(B, h_kv, groups, *cand.shape[2:])
-        return cand.reshape(B * heads, R * nb, cand.shape[-2], hd)
+    def _bias(bias: ScoreBias, pattern: Pattern, T: int, q_index: torch.Tensor,
+              k_index: torch.Tensor, allowed: torch.Tensor, B: int, H: int, C: int,
+              q: torch.Tensor) -> torch.Tensor:
+        """The group's additive mask: the bias on its tiles, -inf where not attended,
+        (B * H_kv, rows, g * C, keys) in the layout of the tiles."""
+        _, rows, gC, keys = allowed.shape
+        g = gC // C
+        h = torch.arange(H, device=q.device).view(H // g, g, 1, 1, 1)
+        qp = q_index.view(1, 1, rows, C, 1)
+        kp = k_index.view(keys, rows).t().reshape(1, 1, rows, 1, keys)
+        b = bias(h, qp, kp).to(q.dtype).expand(H // g, g, rows, C, keys)
+        b = b.transpose(1, 2).reshape(H // g, rows, gC, keys)
+        b = b.masked_fill(~allowed, float("-inf"))
+        return b.repeat(B, 1, 1, 1)
