@@ -30,6 +30,8 @@ class Job:
     # FSDP: the executor sets these when the candidate trains sharded (evotui.dsl.memory.shards)
     shards: int = 1  # ranks; rank 0 runs on ``device``
     devices: list[str] | None = None  # every rank's device, ``device`` first
+    rank: int = 0  # with ``master``: this job is one rank of a group an executor started
+    master: str | None = None  # HOST:PORT of rank 0 (None: the worker starts the other ranks)
 
     def __post_init__(self) -> None:
         if self.inherit is not None:  # tuples survive any round trip through lists

@@ -160,8 +160,9 @@ def _parent_gone(error: BaseException) -> bool:
 def train(job: Job, send: Send, flag: Flag, threads: int | None = None) -> Result:
     """Everything between start-up and the result event; raises on any error. The result's
     ``timings`` say where the job's wall time went (``evotui bench engine`` adds them up).
-    A job of ``shards`` > 1 trains sharded, this process as rank 0
-    (:func:`evotui.engine.sharded.train_sharded`)."""
+    A job of ``shards`` > 1 trains sharded: this process as rank 0 of ranks it spawns
+    (:func:`evotui.engine.sharded.train_sharded`), or, with ``master``, as ``job.rank`` of a
+    group its executor started (the Ray executor: one rank per actor)."""
     clock, received_at = _Clock(), time.monotonic()
     from evotui.dsl import RunConfig, parse
 
@@ -170,6 +171,14 @@ def train(job: Job, send: Send, flag: Flag, threads: int | None = None) -> Resul
     clock.lap("startup_s")
     dataset = prepared(job.config.get("data"), job.cache_dir, cfg, send)
     clock.lap("data_s")
+    if job.shards > 1 and job.master:  # one rank; the executor started the others
+        from evotui.engine.sharded import rank_job
+
+        trainer, result = rank_job(job.rank, job, cfg, dataset, job.master,
+                                   callback=send if job.rank == 0 else None,
+                                   control=lambda: command(flag))
+        clock.lap("train_total_s")
+        return _result(result, trainer, clock, received_at)
     if job.shards > 1:
         from evotui.engine.sharded import train_sharded
 

@@ -207,3 +207,35 @@ def test_a_lost_rank_fails_the_candidate_and_frees_its_slots(config, tmp_path, t
     assert failed["kind"] == "failed", failed
     assert "rank 1" in failed["reason"] or "Connection" in failed["reason"], failed
     assert ex.free_slots() == ["cpu", "cpu"]
+
+
+@pytest.mark.slow  # a whole search of sharded candidates: a minute and more
+def test_a_cpu_run_of_fsdp_candidates_ends_with_checkpoints_that_load_unsharded(
+        config, tmp_path, token_cache):
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from evotui.dsl import loads
+    from evotui.model.lm import build_model
+    from evotui.train.checkpoint import load_state
+
+    path = tmp_path / "fsdp.yaml"
+    path.write_text(yaml.safe_dump(sharded(config, 2)))
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "evotui", "run", str(path), "--run-dir", str(run),
+         "--generations", "1", "--population", "2", "--steps", "2", "--eval-batches", "1",
+         "--device", "cpu", "--cpu-slots", "2", "--seed", "5", "--quiet"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "EVOTUI_CACHE": str(token_cache)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    frontier = json.loads((run / "frontier.json").read_text())["frontier"]
+    assert frontier and all(e["status"] == "done" for e in frontier)
+    cfg = loads((run / "config.yaml").read_text())
+    for entry in frontier:
+        cfg.model = type(cfg.model).model_validate(entry["spec"])
+        model = build_model(cfg.model, cfg.data.seq_len)
+        model.load_state_dict(load_state(entry["checkpoint"]))  # every tensor, whole
