@@ -40,7 +40,7 @@ def thin(points: Sequence[tuple[float, float]], limit: int) -> list[tuple[float,
 
 class LossPane(Widget, can_focus=True):
     DEFAULT_CSS = """
-    LossPane { border: round $primary; width: 1fr; height: 1fr; }
+    LossPane { border: round $primary; width: 1fr; height: 1fr; background: $surface; }
     LossPane:focus { border: round $accent; }
     """
     ALLOW_MAXIMIZE = True

@@ -131,6 +131,7 @@ class RowTable(ScrollView, can_focus=True):
         self._strips: dict[str, tuple[Strip, Strip]] = {}  # frozen part, scrolling part
         # per row and column: the cell's text and width, and the segments drawn from them
         self._segs: dict[str, dict[str, tuple[Text, int, list[Segment]]]] = {}
+        self._parsed: dict[str, Style] = {}  # a cell's style by name
         self._header: tuple[Strip, Strip] | None = None
         self._styles: tuple[Style, Style, Style] | None = None  # base, header, cursor
         self.rows_built = 0  # row lines built so far (tests read it)
@@ -229,10 +230,20 @@ class RowTable(ScrollView, can_focus=True):
 
     def _cell(self, text: Text, col: Column, style: Style) -> list[Segment]:
         """One cell's segments: ``text`` fitted to the column, then the gap."""
-        fitted = fit(text, col.width, col.right)
-        fitted.append(" " * GAP)
+        plain = text.plain
+        if not text.spans and plain.isascii() and plain.isprintable():
+            # one style, one cell per character: cut and pad the string, as fit() would
+            if len(plain) > col.width:
+                plain = plain[:col.width - 1] + "…"
+            own = style + self._style(text.style) if text.style else style
+            pad = " " * (col.width - len(plain))
+            if col.right:  # the padding unstyled, as fit() pads a right-aligned cell
+                return [Segment(pad, style), Segment(plain, own), Segment(" " * GAP, style)]
+            return [Segment(plain + pad, own), Segment(" " * GAP, style)]
+        line = Text().append_text(fit(text, col.width, col.right))  # its style as a span:
+        line.append(" " * GAP)  # render() leaves out a text's base style
         return [Segment(s.text, style + s.style if s.style else style)
-                for s in fitted.render(self.app.console)]
+                for s in line.render(self.app.console)]
 
     def _line(self, cells: Iterable[tuple[Column, Text]], style: Style,
               kept: dict[str, tuple[Text, int, list[Segment]]] | None = None) -> Strip:
@@ -258,6 +269,14 @@ class RowTable(ScrollView, can_focus=True):
         frozen = [(c, cell(c)) for c in self.shown_cols if c.frozen]
         rest = [(c, cell(c)) for c in self.shown_cols if not c.frozen]
         return self._line(frozen, style, kept), self._line(rest, style, kept)
+
+    def _style(self, style: str | Style) -> Style:
+        if isinstance(style, Style):
+            return style
+        parsed = self._parsed.get(style)
+        if parsed is None:
+            parsed = self._parsed[style] = self.app.console.get_style(style)
+        return parsed
 
     @property
     def line_styles(self) -> tuple[Style, Style, Style]:
