@@ -135,6 +135,7 @@ class RowTable(ScrollView, can_focus=True):
         self._header: tuple[Strip, Strip] | None = None
         self._styles: tuple[Style, Style, Style] | None = None  # base, header, cursor
         self.rows_built = 0  # row lines built so far (tests read it)
+        self.cells_built = 0  # cells drawn so far (tests read it)
         self._widths()
 
     def _widths(self) -> None:
@@ -230,6 +231,7 @@ class RowTable(ScrollView, can_focus=True):
 
     def _cell(self, text: Text, col: Column, style: Style) -> list[Segment]:
         """One cell's segments: ``text`` fitted to the column, then the gap."""
+        self.cells_built += 1
         plain = text.plain
         if not text.spans and plain.isascii() and plain.isprintable():
             # one style, one cell per character: cut and pad the string, as fit() would

@@ -180,7 +180,7 @@ def test_selection_drives_the_loss_pane(fixture_run, sampler):
 def test_a_poll_redraws_only_the_cells_and_rows_that_changed(fixture_run, sampler):
     async def keys(app, pilot):
         pane, table = app.population, app.population.table
-        built, changed = table.rows_built, pane.cell_updates
+        built, changed, drawn = table.rows_built, pane.cell_updates, table.cells_built
         with RunStore.open(fixture_run) as store:  # c0002 takes one more step
             store.add_metrics([{"candidate": "c0002", "rung": 2, "step": 13, "loss": 2.9,
                                 "lr": 0.002, "tokens": 13 * 1024, "tokens_per_s": 220.0}])
@@ -190,5 +190,6 @@ def test_a_poll_redraws_only_the_cells_and_rows_that_changed(fixture_run, sample
         assert pane.cell_updates - changed == 2  # step 12/20 -> 13/20, loss 3.041 -> 2.9
         assert pane._shown["c0002"]["step"].plain == "13/20 r2"
         assert table.rows_built - built == 1  # one line built again, the others reused
+        assert table.cells_built - drawn == 2  # of its cells, the two that changed
 
     drive(fixture_run, sampler, keys)

@@ -117,3 +117,19 @@ def test_the_frontier_table_has_the_same_cursor(fixture_run, sampler):
         assert not plain(line(table, 1)).startswith(CURSOR_MARK)
 
     drive(fixture_run, sampler, (80, 24), keys)
+
+
+def test_each_status_keeps_its_own_colour(fixture_run, sampler):
+    async def keys(app, pilot):
+        table = app.population.table
+        colours = {}
+        for y in range(2, table.row_count + 1):  # below the header and the cursor row
+            segments = line(table, y)
+            text = plain(segments)
+            status = next(s for s in cells.STATUS_STYLE if f" {s} " in text)
+            cell = next(seg for seg in segments if seg.text.strip() == status)
+            colours[status] = cell.style.color
+        assert None not in colours.values()
+        assert colours["failed"] != colours["done"] != colours["running"]
+
+    drive(fixture_run, sampler, (120, 40), keys)
