@@ -95,6 +95,12 @@ class SlotActor:
                 "ip": ray.util.get_node_ip_address(),
                 "gpus": [str(g) for g in ray.get_gpu_ids()], "scratch": str(self._scratch)}
 
+    def free_port(self) -> int:
+        """A port free on this node now (for rank 0 of an FSDP job to listen on)."""
+        from evotui.engine.sharded import free_port
+
+        return free_port()
+
     def close(self) -> None:
         """Remove this actor's scratch directory (before the executor ends the actor)."""
         shutil.rmtree(self._scratch, ignore_errors=True)

@@ -5,11 +5,13 @@ every node reads the checkpoint directory, and ``open_ray`` (the executor of ``e
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
 
 import ray
+from ray.exceptions import GetTimeoutError
 
 MODES = ("auto", "shared", "copy")
 
@@ -112,5 +114,34 @@ def _line(error: BaseException) -> str:
 def _reads(path: str, token: str) -> bool:
     try:
         return Path(path).read_text() == token
+    except OSError:
+        return False
+
+
+def node_lost(node: str | None, error: BaseException) -> bool:
+    """Whether an actor died with its node: Ray says so, the node is no longer alive, or its
+    raylet does not answer (Ray reports the actor's death seconds before its health checks
+    declare the node dead)."""
+    text = str(error).lower()
+    if "its node" in text or "node has died" in text or getattr(error, "preempted", False):
+        return True
+    if node is None:
+        return False
+    try:
+        entry = next((n for n in ray.nodes() if n["NodeID"] == node), None)
+    except (GetTimeoutError, RuntimeError):
+        return False
+    if entry is None or not entry.get("Alive"):
+        return True
+    return not answers(entry.get("NodeManagerAddress"), entry.get("NodeManagerPort"))
+
+
+def answers(host: str | None, port: int | None, timeout: float = 2.0) -> bool:
+    """Whether something accepts a connection at host:port (a node's raylet)."""
+    if not host or not port:
+        return True  # nothing to ask: no verdict against the node
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
     except OSError:
         return False

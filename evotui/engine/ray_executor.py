@@ -19,9 +19,13 @@ probe file written here and read by a task on each node), else ``copy``: the fil
 object store, and the checkpoint it writes comes back to the head, written where the engine
 reads it. :func:`checkpoint_mode` decides (``auto``) and says why, for ``run.log``.
 
-FSDP candidates (``train.parallel: fsdp``) are not trained here: each actor holds one slot, and
-such a job fails at once with a reason that says to run it with the local executor (which gives
-it k GPUs of its machine). ``train.parallel: auto`` trains unsharded here.
+FSDP candidates (``train.parallel: fsdp`` with ``train.shards: k``) train on k slot actors of
+one node at once, one rank each (NCCL between their GPUs, gloo between CPU slots), rank 0's
+actor sending the events. Such a job waits, holding every slot of its kind that frees up
+(oldest waiting job first), until one node has k of them, then releases the rest; it fails at
+once when no node can ever hold k (all slots placed, none with k). A rank whose actor dies
+ends rank 0 with ``FSDP rank r: actor died`` (or ``node lost``); rank 0's death ends the other
+ranks. ``train.parallel: auto`` trains unsharded here (a slot's memory is not known).
 
 At shutdown every actor removes its scratch directory before it is ended; an actor that died
 left its own behind, and the actor that replaces it on that node removes it.
@@ -30,15 +34,15 @@ left its own behind, and the actor that replaces it on that node removes it.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import RayActorError
 
 from evotui.atomic import write_bytes
 from evotui.engine.events import parse
@@ -46,9 +50,11 @@ from evotui.engine.executor import Event, Executor, check_action
 from evotui.engine.jobs import Job, Warm
 from evotui.engine.ray_actor import SlotActor
 from evotui.engine.ray_cluster import (  # noqa: F401 - the executor's module offers them
+    answers,
     checkpoint_mode,
     cluster_slots,
     connect,
+    node_lost,
     open_ray,
 )
 from evotui.engine.worker import KILL, PAUSE
@@ -74,6 +80,15 @@ class _Slot:
     deadline: float | None = None  # when to end an actor that did not obey a kill
     warming: Any = None
     retry_at: float | None = None  # when to place an actor whose creation failed again
+    rank: int = 0  # the FSDP rank its job runs here (0: the one whose events go out)
+    held_by: str | None = None  # a waiting FSDP candidate that holds this idle slot
+
+
+@dataclass
+class _Waiting:
+    job: Job
+    blobs: dict[str, Any] | None
+    paused: bool = False  # a pause asked while it waits: it pauses when it starts
 
 
 class RayExecutor(Executor):
@@ -96,6 +111,7 @@ class RayExecutor(Executor):
         self._warm: Warm | None = None
         self._closing = False
         self._blobs: dict[str, tuple[float, Any]] = {}  # head path -> (mtime, object ref)
+        self._waiting: list[_Waiting] = []  # FSDP jobs waiting for k slots of one node
         for slot in self._slots:
             self._place(slot)
         self._thread = threading.Thread(target=self._monitor, name="evotui-ray", daemon=True)
@@ -103,34 +119,32 @@ class RayExecutor(Executor):
 
     # -- the engine's interface ---------------------------------------------------------
     def busy_slots(self) -> list[str]:
-        """Slots running a job, and slots whose actor Ray has not placed (yet)."""
+        """Slots running a job (a rank of one), held by a waiting FSDP job, or whose actor Ray
+        has not placed (yet)."""
         with self._lock:
-            return [s.label for s in self._slots if s.job is not None or s.info is None]
+            return [s.label for s in self._slots if not self._idle(s)]
 
     def running(self) -> list[str]:
         with self._lock:
-            return [s.job.candidate_id for s in self._slots if s.job is not None]
+            return ([s.job.candidate_id for s in self._slots if s.job is not None and not s.rank]
+                    + [w.job.candidate_id for w in self._waiting])
 
     def submit(self, job: Job) -> None:
         train = job.config.get("train") or {}
-        if train.get("parallel") == "fsdp":
-            self._emit(job.candidate_id, parse({
-                "kind": "failed", "reason": f"train.parallel: fsdp ({train.get('shards')} "
-                "shards) is not supported by the Ray executor (one slot per candidate); run it "
-                "with --executor local, which gives it GPUs of one machine, or set "
-                "train.parallel: none"}))
-            return
+        shards = int(train.get("shards", 1)) if train.get("parallel") == "fsdp" else 1
         blobs = self._ship(job) if self.checkpoints == "copy" else None
         with self._lock:
             if self._closing:
                 raise RuntimeError("the executor is shut down")
-            if any(s.job is not None and s.job.candidate_id == job.candidate_id
-                   for s in self._slots):
+            if job.candidate_id in self._ids():
                 raise ValueError(f"candidate {job.candidate_id} is already running")
-            slot = next((s for s in self._slots if s.label == job.device and s.job is None
-                         and s.info is not None), None)
+            slot = next((s for s in self._slots if s.label == job.device and self._idle(s)),
+                        None)
             if slot is None:
                 raise ValueError(f"no free slot on {job.device!r} (slots: {self.slots})")
+            if shards > 1:
+                self._submit_sharded(replace(job, shards=shards), blobs)
+                return
             slot.job, slot.last_seen = job, time.monotonic()
             slot.cause = slot.deadline = None
             slot.run_ref = slot.actor.run.remote(job, blobs)
@@ -149,6 +163,17 @@ class RayExecutor(Executor):
     def request(self, candidate_id: str, action: str) -> bool:
         check_action(action)
         with self._lock:
+            waiting = next((w for w in self._waiting if w.job.candidate_id == candidate_id),
+                           None)
+            if waiting is not None and action == "pause":
+                waiting.paused = True
+                return True
+            if waiting is not None:
+                self._waiting.remove(waiting)
+                self._release(candidate_id)
+                self._emit(candidate_id, parse({"kind": "failed", "reason": "killed"}))
+                self._grant()
+                return True
             slot = self._running(candidate_id)
             if slot is None or slot.actor is None:
                 return False
@@ -162,7 +187,12 @@ class RayExecutor(Executor):
     async def shutdown(self, kill: bool = False) -> None:
         with self._lock:
             self._closing = True
-            ids = [s.job.candidate_id for s in self._slots if s.job is not None]
+            ids = [s.job.candidate_id for s in self._slots if s.job is not None and not s.rank]
+            for w in self._waiting:
+                self._release(w.job.candidate_id)
+                self._emit(w.job.candidate_id, parse({"kind": "failed", "reason": "killed" if kill
+                           else f"the executor shut down before {w.job.shards} slots were free"}))
+            self._waiting = []
         if kill:
             for candidate_id in ids:
                 self.request(candidate_id, "kill")
@@ -190,8 +220,93 @@ class RayExecutor(Executor):
         slot.info, slot.ready_ref, slot.warming = None, slot.actor.info.remote(), None
 
     def _running(self, candidate_id: str) -> _Slot | None:
-        return next((s for s in self._slots if s.job is not None
+        """The slot of the candidate's job (of its rank 0)."""
+        return next((s for s in self._slots if s.job is not None and not s.rank
                      and s.job.candidate_id == candidate_id), None)
+
+    def _ranks(self, candidate_id: str) -> list[_Slot]:
+        """Every slot that runs a rank of the candidate's job."""
+        return [s for s in self._slots if s.job is not None
+                and s.job.candidate_id == candidate_id]
+
+    def _ids(self) -> set[str]:
+        return ({s.job.candidate_id for s in self._slots if s.job is not None}
+                | {w.job.candidate_id for w in self._waiting})
+
+    @staticmethod
+    def _idle(slot: _Slot) -> bool:
+        return slot.job is None and slot.info is not None and slot.held_by is None
+
+    # -- FSDP jobs: k slots of one node -------------------------------------------------
+    def _submit_sharded(self, job: Job, blobs: dict[str, Any] | None) -> None:
+        """Under the lock: fail a job no node can hold, else queue it and start what can."""
+        mine = [s for s in self._slots if s.label == job.device]
+        nodes = Counter(s.info["node"] for s in mine if s.info is not None)
+        most = max(nodes.values(), default=0)
+        if job.shards > len(mine) or (all(s.info is not None for s in mine)
+                                      and most < job.shards):
+            self._emit(job.candidate_id, parse({"kind": "failed", "reason": (
+                f"train.shards {job.shards} needs {job.shards} {job.device} slots of one node; "
+                f"the most this Ray cluster has on one node is {most} (add a node with more, "
+                "or lower train.shards)")}))
+            return
+        self._waiting.append(_Waiting(job, blobs))
+        self._grant()
+        if any(w.job.candidate_id == job.candidate_id for w in self._waiting):
+            self._emit(job.candidate_id, parse({"kind": "log", "text": (
+                f"fsdp: waiting for {job.shards} {job.device} slots of one node")}))
+
+    def _release(self, candidate_id: str) -> None:
+        for s in self._slots:
+            if s.held_by == candidate_id:
+                s.held_by = None
+
+    def _grant(self) -> None:
+        """Under the lock: each waiting job, oldest first, holds every idle slot of its kind
+        (taking those of younger waiting jobs); one with k on one node starts there."""
+        for i, w in enumerate(list(self._waiting)):
+            younger = {x.job.candidate_id for x in self._waiting[i + 1:]}
+            cid = w.job.candidate_id
+            by_node: dict[str, list[_Slot]] = {}
+            for s in self._slots:
+                if (s.label == w.job.device and s.job is None and s.info is not None
+                        and (s.held_by is None or s.held_by in younger or s.held_by == cid)):
+                    s.held_by = cid
+                    by_node.setdefault(s.info["node"], []).append(s)
+            ranks = next((held for held in by_node.values() if len(held) >= w.job.shards), None)
+            if ranks is None:
+                continue
+            self._release(cid)
+            self._waiting.remove(w)
+            self._start_ranks(w, ranks[:w.job.shards])
+
+    def _start_ranks(self, w: _Waiting, ranks: list[_Slot]) -> None:
+        """Under the lock: rank r of the job on ``ranks[r]``, rank 0's actor the master."""
+        cid = w.job.candidate_id
+        port = ray.get(ranks[0].actor.free_port.remote(), timeout=60)
+        master = f"127.0.0.1:{port}"  # one node: every rank reaches rank 0 on loopback
+        if w.paused:
+            ranks[0].actor.control.remote(cid, PAUSE)
+        for r, s in enumerate(ranks):
+            job = replace(w.job, rank=r, master=master, devices=None)
+            s.job, s.rank, s.last_seen = job, r, time.monotonic()
+            s.cause = s.deadline = None
+            s.run_ref = s.actor.run.remote(job, w.blobs)
+        self._emit(cid, parse({"kind": "started", "device": self._where(ranks[0]),
+                               "pid": ranks[0].info["pid"]}))
+        self._emit(cid, parse({"kind": "log", "text": f"fsdp: training on {len(ranks)} "
+                               f"{ranks[0].label} slots of {self._where(ranks[0])}"}))
+
+    def _end_group(self, slot: _Slot, why: str) -> None:
+        """Under the lock: a rank of ``slot``'s job ended badly; end the others (rank 0 reports
+        ``why`` as the job's reason)."""
+        job = slot.job
+        if job is None or job.shards < 2:
+            return
+        for other in self._ranks(job.candidate_id):
+            if other is not slot and other.actor is not None:
+                other.cause = other.cause or why
+                ray.kill(other.actor)  # a rank left alone waits in a collective
 
     def _where(self, slot: _Slot) -> str:
         info = slot.info or {}
@@ -250,6 +365,7 @@ class RayExecutor(Executor):
                 info = ray.get(ref)
                 with self._lock:
                     slot.info, slot.ready_ref = info, None
+                    self._grant()  # a waiting FSDP job may start with this slot
                     if self._warm is not None and slot.job is None:
                         slot.warming = slot.actor.warm.remote(
                             Warm(self._warm.config, slot.label, self._warm.cache_dir))
@@ -271,6 +387,8 @@ class RayExecutor(Executor):
             return
         if events:  # an answer without events is no heartbeat: the job's thread may hang
             slot.last_seen = time.monotonic()
+        if slot.rank:
+            return  # rank 0 speaks for the job
         for cid, event in events:
             if cid != job.candidate_id or event.get("kind") == "heartbeat":
                 continue  # a warm-up's heartbeat, or the previous job's last words
@@ -288,19 +406,28 @@ class RayExecutor(Executor):
             write_bytes(job.checkpoint_path, data)
             final = {**final, "checkpoint": job.checkpoint_path}
         with self._lock:
-            slot.job, slot.run_ref, slot.drain_ref = None, None, None
+            rank = slot.rank
+            if final["kind"] == "failed":
+                self._end_group(slot, f"FSDP rank {rank} failed: {final['reason']}" if rank
+                                else final["reason"])
+            slot.job, slot.run_ref, slot.drain_ref, slot.rank = None, None, None, 0
             slot.cause = slot.deadline = None
             if final["kind"] == "failed":  # a fresh process for the next job, like a local
                 ray.kill(slot.actor)  # worker that exits after an error
                 self._place(slot)
-        self._emit(job.candidate_id, parse(final))
+            self._grant()
+        if not rank:
+            self._emit(job.candidate_id, parse(final))
 
     def _died(self, slot: _Slot, error: BaseException) -> None:
+        node = (slot.info or {}).get("node")
+        reason = slot.cause or ("node lost" if node_lost(node, error) else "actor died")
         with self._lock:
-            job, cause = slot.job, slot.cause
-            node = (slot.info or {}).get("node")
-            slot.job, slot.run_ref, slot.drain_ref = None, None, None
+            job, rank = slot.job, slot.rank
+            self._end_group(slot, f"FSDP rank {rank}: {reason}" if rank else reason)
+            slot.job, slot.run_ref, slot.drain_ref, slot.rank = None, None, None, 0
             slot.cause = slot.deadline = None
+            slot.held_by = None
             if self._closing:
                 slot.actor, slot.info, slot.ready_ref = None, None, None
             elif getattr(error, "actor_init_failed", False):  # e.g. evotui missing on a node:
@@ -308,8 +435,8 @@ class RayExecutor(Executor):
                 slot.retry_at = time.monotonic() + RETRY
             else:
                 self._place(slot)
-        if job is not None:
-            reason = cause or ("node lost" if _node_lost(node, error) else "actor died")
+            self._grant()
+        if job is not None and not rank:
             self._emit(job.candidate_id, parse({"kind": "failed", "reason": reason}))
 
     def _check(self, now: float) -> None:
@@ -327,31 +454,3 @@ class RayExecutor(Executor):
                     s.deadline = None
                     ray.kill(s.actor)
 
-
-def _node_lost(node: str | None, error: BaseException) -> bool:
-    """Whether an actor died with its node: Ray says so, the node is no longer alive, or its
-    raylet does not answer (Ray reports the actor's death seconds before its health checks
-    declare the node dead)."""
-    text = str(error).lower()
-    if "its node" in text or "node has died" in text or getattr(error, "preempted", False):
-        return True
-    if node is None:
-        return False
-    try:
-        entry = next((n for n in ray.nodes() if n["NodeID"] == node), None)
-    except (GetTimeoutError, RuntimeError):
-        return False
-    if entry is None or not entry.get("Alive"):
-        return True
-    return not _answers(entry.get("NodeManagerAddress"), entry.get("NodeManagerPort"))
-
-
-def _answers(host: str | None, port: int | None, timeout: float = 2.0) -> bool:
-    """Whether something accepts a connection at host:port (a node's raylet)."""
-    if not host or not port:
-        return True  # nothing to ask: no verdict against the node
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            return True
-    except OSError:
-        return False

@@ -58,29 +58,81 @@ def test_ray_errors_map_to_node_lost_or_actor_died():
 
     node = died("The actor died because its node has died. Node Id: ab12",
                 node_death_info=NodeDeathInfo(reason=NodeDeathInfo.UNEXPECTED_TERMINATION))
-    assert ray_executor._node_lost(None, node)
-    assert not ray_executor._node_lost(None, died("The actor is dead because its worker "
+    assert ray_executor.node_lost(None, node)
+    assert not ray_executor.node_lost(None, died("The actor is dead because its worker "
                                                   "process has died."))
     port = _free_port()  # nothing listens there
-    assert not ray_executor._answers("127.0.0.1", port)
+    assert not ray_executor.answers("127.0.0.1", port)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        assert ray_executor._answers("127.0.0.1", s.getsockname()[1])
+        assert ray_executor.answers("127.0.0.1", s.getsockname()[1])
 
 
-def test_the_ray_executor_refuses_an_fsdp_candidate_with_a_reason(ray_cluster, config,
-                                                                   token_cache, tmp_path):
+def fsdp(config: dict, shards: int) -> dict:
     data = copy.deepcopy(config)
-    data["train"].update(parallel="fsdp", shards=2)
-    ex = ray_executor.RayExecutor(["cpu"])
+    data["train"].update(parallel="fsdp", shards=shards)
+    return data
+
+
+def test_an_fsdp_candidate_no_node_can_hold_fails_with_a_reason(ray_cluster, config,
+                                                                token_cache, tmp_path):
+    ex = ray_executor.RayExecutor(["cpu", "cpu"])
     try:
-        (failed,) = drive(ex, [job(data, token_cache, tmp_path, "w", 3)])["w"]
+        (failed,) = drive(ex, [job(fsdp(config, 4), token_cache, tmp_path, "w", 3)])["w"]
         assert failed["kind"] == "failed"
-        assert "train.parallel: fsdp (2 shards) is not supported by the Ray executor" in (
-            failed["reason"])
-        assert "--executor local" in failed["reason"]
-        assert ex.free_slots() == ["cpu"] and ex.running() == []
+        assert failed["reason"].startswith("train.shards 4 needs 4 cpu slots of one node; the "
+                                           "most this Ray cluster has on one node is 2")
+        assert ex.running() == []
+    finally:
+        shut(ex)
+
+
+@pytest.mark.slow  # two actors train one candidate, then one of them is killed
+def test_an_fsdp_candidate_trains_on_two_actors_of_one_node(ray_cluster, config, token_cache,
+                                                            tmp_path):
+    """Two CPU slots of one node: a 2-shard candidate takes both, its checkpoint loads
+    unsharded; then the actor of rank 1 is SIGKILLed mid-candidate: the candidate fails naming
+    the rank, and both slots come back."""
+    from evotui.data import prepare
+    from evotui.dsl import RunConfig, parse
+    from evotui.train import checkpoint as ckpt
+    from evotui.train.trainer import CandidateTrainer
+
+    ex = ray_executor.RayExecutor(["cpu", "cpu"])
+    data = fsdp(config, 2)
+
+    def both_free():
+        deadline = time.monotonic() + 120
+        while ex.free_slots() != ["cpu", "cpu"]:
+            assert time.monotonic() < deadline, ex.free_slots()
+            time.sleep(0.2)
+
+    def rank_1_dies(ex, cid, event):
+        if event["kind"] == "step" and event["step"] == 2:
+            (helper,) = [s for s in ex._slots if s.rank == 1]
+            os.kill(helper.info["pid"], signal.SIGKILL)
+
+    try:
+        both_free()
+        events = drive(ex, [job(data, token_cache, tmp_path, "s", 3)], timeout=300)["s"]
+        result = terminal(events)
+        assert (result["kind"], result["status"], result["step"]) == ("result", "done", 3)
+        assert any(e["kind"] == "log" and e["text"].startswith("fsdp: training on 2 cpu")
+                   for e in events)
+        assert [e["step"] for e in events if e["kind"] == "step"] == [1, 2, 3]
+        cfg = parse(data, RunConfig)
+        trainer = CandidateTrainer(cfg, prepare(cfg, token_cache), seed=7)
+        meta = ckpt.load(result["checkpoint"], trainer.model, trainer.optimizer)
+        assert (meta["step"], meta["shards"]) == (3, 2)
+        assert trainer.measure()["loss"] == pytest.approx(result["metrics"]["loss"], rel=1e-4)
+
+        both_free()
+        events = drive(ex, [job(data, token_cache, tmp_path, "k", LONG)], rank_1_dies,
+                       timeout=300)["k"]
+        failed = terminal(events)
+        assert (failed["kind"], failed["reason"]) == ("failed", "FSDP rank 1: actor died")
+        both_free()  # two new actors
     finally:
         shut(ex)
 
