@@ -4,7 +4,10 @@ A new executor (a cluster, a remote box) is a new module with a subclass. The en
 
 * ``slots``: the device strings it may place jobs on (a string may repeat: ``["cpu", "cpu"]``
   is two CPU slots); ``free_slots()``: the ones not running a job now, as a multiset;
-* ``submit(job)``: start ``job`` on ``job.device``, which must be a free slot;
+* ``submit(job)``: start ``job`` on ``job.device``, which must be a free slot; a job whose
+  config trains sharded (``train.parallel``, FSDP over k ranks) takes k slots of one node at
+  once, waiting for them while holding those it has, or fails at once when the executor can
+  never give it k;
 * ``request(candidate_id, "pause" | "kill")``: ask a running worker to pause or die;
 * ``events()``: an async iterator of ``(candidate_id, event)`` for all jobs (one consumer);
 * ``running()``: the candidates with a live worker; ``shutdown(kill)``: stop, then end events().
@@ -54,7 +57,7 @@ class Executor(ABC):
     # -- the engine's interface ---------------------------------------------------------
     @abstractmethod
     def busy_slots(self) -> list[str]:
-        """The devices of the jobs running now (one entry per job)."""
+        """The slots the jobs hold now (one entry per slot; an FSDP job holds several)."""
 
     def free_slots(self) -> list[str]:
         free = Counter(self.slots)
