@@ -132,3 +132,30 @@ def test_the_spec_yaml_is_never_wrapped_and_y_copies_the_id_then_the_checkpoint(
             assert yaml.safe_load(shown) == store.candidate("c0002")["spec"]
 
     drive(fixture_run, sampler, keys, size=(80, 24))
+
+
+def test_the_loss_plot_grows_with_the_terminal_and_its_labels_span_the_curves(fixture_run,
+                                                                              sampler):
+    canvas_rows = {}
+
+    def check(size):
+        async def keys(app, pilot):
+            loss = app.query_one(LossPane)
+            await pilot.press("down", "down")  # c0002 runs; its parent c0000 overlaid
+            await until(pilot, lambda: loss.shown[0] == "c0002")
+            await pilot.pause()
+            lines = ["".join(s.text for s in loss.render_line(y))
+                     for y in range(loss.content_size.height)]
+            top = next(i for i, line in enumerate(lines) if "┌" in line)
+            bottom = next(i for i, line in enumerate(lines) if "└" in line)
+            canvas_rows[size] = bottom - top - 1
+            labels = [float(line.split("┤")[0]) for line in lines[top + 1:bottom]
+                      if "┤" in line]
+            ys = [y for curve in loss._curves for _, y in curve.points]
+            assert labels[0] == round(max(ys), 2) and labels[-1] == round(min(ys), 2)
+
+        drive(fixture_run, sampler, keys, size=size)
+
+    check((80, 24))
+    check((160, 48))
+    assert canvas_rows[(160, 48)] > 4 * canvas_rows[(80, 24)]
