@@ -77,9 +77,12 @@ class LossPane(Widget, can_focus=True):
             base = self.rich_style
             strips = []
             for line in lines[:height]:
+                line.truncate(width)
                 segments = [Segment(s.text, base + s.style if s.style else base)
                             for s in line.render(self.app.console)]
-                strips.append(Strip(segments).crop_extend(0, width, base))
+                if line.cell_len < width:
+                    segments.append(Segment(" " * (width - line.cell_len), base))
+                strips.append(Strip(segments, width))
             self._built = (key, strips)
         return self._built[1]
 

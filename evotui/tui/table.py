@@ -132,6 +132,7 @@ class RowTable(ScrollView, can_focus=True):
         # per row and column: the cell's text and width, and the segments drawn from them
         self._segs: dict[str, dict[str, tuple[Text, int, list[Segment]]]] = {}
         self._parsed: dict[str, Style] = {}  # a cell's style by name
+        self._drawn: dict[str, tuple[tuple[int, int, bool, bool], tuple[Strip, Strip], Strip]] = {}
         self._header: tuple[Strip, Strip] | None = None
         self._styles: tuple[Style, Style, Style] | None = None  # base, header, cursor
         self.rows_built = 0  # row lines built so far (tests read it)
@@ -174,10 +175,12 @@ class RowTable(ScrollView, can_focus=True):
         self.cells.pop(key, None)
         self._strips.pop(key, None)
         self._segs.pop(key, None)
+        self._drawn.pop(key, None)
         self._reindex(keep)
 
     def clear(self) -> None:
         self.order, self.index, self.cells, self._strips, self._segs = [], {}, {}, {}, {}
+        self._drawn = {}
         self.cursor_row = 0
         self._resized()
 
@@ -309,24 +312,38 @@ class RowTable(ScrollView, can_focus=True):
         if y == 0:
             if self._header is None:
                 self._header = self._parts(self.header_label, header)
-            lead = Strip([Segment(" " * LEAD, header)], LEAD)
-            frozen, rest = self._header
-            key = None
-        else:
-            row = scroll_y + y - 1
-            if row >= len(self.order):
-                return Strip.blank(width, base)
-            key = self.order[row]
-            frozen, rest = self._row_strips(key)
-            marks = (CURSOR_MARK if row == self.cursor_row else " ") + (
-                MARK if key in self.marked else " ")
-            lead = Strip([Segment(marks, base)], LEAD)
-        view = max(0, width - self._fixed)
-        line = Strip.join([lead, frozen, rest.crop_extend(scroll_x, scroll_x + view, base)])
-        line = line.crop_extend(0, width, base)
-        if key is not None and y - 1 + scroll_y == self.cursor_row:
+            return self._join(Segment(" " * LEAD, header), self._header, base, scroll_x, width)
+        row = scroll_y + y - 1
+        if row >= len(self.order):
+            return Strip.blank(width, base)
+        key = self.order[row]
+        parts = self._row_strips(key)
+        state = (scroll_x, width, row == self.cursor_row, key in self.marked)
+        drawn = self._drawn.get(key)
+        if drawn is not None and drawn[0] == state and drawn[1] is parts:
+            return drawn[2]  # the same line as last time (a repaint of the whole table)
+        marks = (CURSOR_MARK if state[2] else " ") + (MARK if state[3] else " ")
+        line = self._join(Segment(marks, base), parts, base, scroll_x, width)
+        if state[2]:
             line = Strip(Segment.apply_style(list(line), post_style=cursor), width)
+        self._drawn[key] = (state, parts, line)
         return line
+
+    def _join(self, lead: Segment, parts: tuple[Strip, Strip], base: Style, scroll_x: int,
+              width: int) -> Strip:
+        """The lead, the frozen part and the part of the rest scrolled into view, as one line
+        of ``width`` cells."""
+        frozen, rest = parts
+        view = max(0, width - self._fixed)
+        if scroll_x or rest.cell_length > view:
+            rest = rest.crop_extend(scroll_x, scroll_x + view, base)
+        used = LEAD + frozen.cell_length + rest.cell_length
+        segments = [lead, *frozen, *rest]
+        if used > width:
+            return Strip(segments, used).crop(0, width)
+        if used < width:
+            segments.append(Segment(" " * (width - used), base))
+        return Strip(segments, width)
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -334,6 +351,7 @@ class RowTable(ScrollView, can_focus=True):
         self._header = None
         self._strips.clear()
         self._segs.clear()
+        self._drawn.clear()
 
     # -- cursor ---------------------------------------------------------------------------
 
