@@ -125,6 +125,8 @@ def test_the_spec_yaml_is_never_wrapped_and_y_copies_the_id_then_the_checkpoint(
         await pilot.press("y")
         assert app.clipboard.endswith("checkpoints/c0002.safetensors")
         await pilot.press("enter")
+        await until(pilot, lambda: app.screen.query("#spec"))  # the details screen is up
+        await pilot.pause()
         spec_widget = app.screen.query_one("#spec")
         shown = text_of(spec_widget)
         assert spec_widget.size.width > 80  # wider than the terminal: it scrolls sideways
