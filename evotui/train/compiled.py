@@ -127,6 +127,10 @@ class Compiler:
         return int(sum(counters["graph_break"].values()))
 
     def metrics(self) -> dict[str, float]:
+        """The candidate's compile figures so far: graphs, graph breaks and eager frames count
+        every compile since the reset, training and evaluation (an eval pass, no autograd, is
+        a graph of its own per block shape); recompiles count frames compiled during training
+        steps after the first (0 when the compile holds)."""
         total, ok = _frames()
         return {"compiled": float(self.compiled), "compile_graphs": float(self.graphs()),
                 "compile_graph_breaks": float(self.graph_breaks()),
