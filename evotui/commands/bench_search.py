@@ -32,6 +32,9 @@ def bench_search(
         "--function-preserving/--no-function-preserving",
         help="Override evolution.function_preserving.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    cpu_threads: Annotated[int | None, typer.Option(
+        min=1, help="Torch threads of the CPU worker (default: the machine's cores); 1 lets "
+        "two benchmarks share two cores without oversubscribing them.")] = None,
     out: Annotated[Path, typer.Option(help="Where search.json and anytime.png go.")] = Path(
         "bench-search"),
     as_json: JsonOpt = False,
@@ -64,7 +67,8 @@ def bench_search(
         raise UserError.single(f"{work} holds an earlier benchmark's runs; choose another "
                                "--out or remove it", path="--out")
     result = search.run(cfg, rungs, tps, budget_tokens, seeds, chosen,
-                        lambda: LocalExecutor(slots), work, progress)
+                        lambda: LocalExecutor(slots, cpu_threads=cpu_threads), work,
+                        progress)
     result["config"] = str(config)
     result["plot"] = str(search.plot(result, out / "anytime.png"))
     from evotui import atomic
