@@ -10,6 +10,7 @@ alternating, ten candidates (seeds 0..9).
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,10 @@ def _steady_step_ms(trainer: CandidateTrainer, steps: int) -> float | None:
 
 def run(configs: list[Path] | None, device: str = "cpu", candidates: int = 10, steps: int = 3,
         backend: str = "inductor", batch_size: int | None = None,
-        seq_len: int | None = None) -> dict[str, Any]:
+        seq_len: int | None = None, progress: Callable[[str], None] | None = None
+        ) -> dict[str, Any]:
+    """``progress`` hears one line per measured config and candidate as it finishes."""
+    say = progress or (lambda text: None)
     dev = torch.device(device)
     if configs:
         cfgs = [(str(p), load(p)) for p in configs]
@@ -82,6 +86,8 @@ def run(configs: list[Path] | None, device: str = "cpu", candidates: int = 10, s
                                      RandomTokens(cfg.model.emb.vocab, dev), device=device)
             per_config[name] = {"eager_step_ms": _steady_step_ms(eager, steps),
                                 "moe_graph_breaks": moe_graph_breaks(eager), "compiled_step_ms": []}
+            say(f"{name}: eager step {per_config[name]['eager_step_ms']} ms, MoE graph breaks "
+                f"{per_config[name]['moe_graph_breaks']}")
             del eager
         for i in range(candidates):
             name, cfg = cfgs[i % len(cfgs)]
@@ -100,6 +106,8 @@ def run(configs: list[Path] | None, device: str = "cpu", candidates: int = 10, s
                          "eager_frames": int(m["compile_eager_frames"]),
                          "recompiles": int(m["compile_recompiles"]),
                          "compiled": bool(m["compiled"]), "log": logs})
+            say(f"#{i} {name}: " + ", ".join(f"{k} {v}" for k, v in rows[-1].items()
+                                             if k not in ("candidate", "config", "log")))
             del trainer
     finally:
         compiled.BACKEND = old_backend

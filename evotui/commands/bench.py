@@ -171,7 +171,8 @@ def bench_compile(
     if backend not in ("inductor", "aot_eager", "eager"):
         raise UserError.single(f"unknown backend {backend!r}; use inductor, aot_eager or eager",
                                path="--backend")
-    result = bench.run(config, single(device), candidates, steps, backend, batch_size, seq_len)
+    result = bench.run(config, single(device), candidates, steps, backend, batch_size, seq_len,
+                       progress=lambda text: typer.echo(text, err=True))
     if as_json:
         typer.echo(json.dumps(result))
         return

@@ -84,6 +84,8 @@ class Compiler:
             self._report_first_step(total, ok)
         elif compiled:
             self.frames_after_first += ok - frames_before
+            self.log(f"compile: step {self.steps + 1} compiled {ok - frames_before} frame(s) "
+                     "again (a recompile: the compile did not hold)")
         self.steps += 1
         return compiled
 

@@ -92,6 +92,28 @@ def test_candidates_in_one_process_compile_fresh(monkeypatch) -> None:
                for graphs, recompiles, eager in seen), seen
 
 
+def test_frames_left_to_eager_and_recompiles_are_reported(monkeypatch) -> None:
+    """What the other tests' zeros rest on: a block Dynamo leaves to eager (here the recompile
+    limit, hit on purpose) and a recompile after the first step (a batch of another shape) are
+    counted in the metrics and said on a ``compile:`` line, never silent."""
+    monkeypatch.setattr(compiled, "BACKEND", "eager")
+    logs: list[str] = []
+    t = trainer(small([6, 1]), logs)  # two block structures: two graphs of one forward
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    t.timed_step(4)
+    assert t.compiler.metrics()["compile_eager_frames"] == 1
+    assert logs == ["compile: 1 graph(s) for 2 block(s), 0 graph break(s); 1 frame(s) run "
+                    "eager: Dynamo recompile limit exceeded"]
+    logs.clear()
+    t = trainer(small([6]), logs)
+    t.timed_step(4)
+    batch = t.data.train_batch
+    t.data.train_batch = lambda step, seed, b, n: batch(step, seed, b, n // 2)
+    t.timed_step(4)
+    assert t.compiler.metrics()["compile_recompiles"] >= 1
+    assert len(logs) == 2 and logs[1].startswith("compile: step 2 compiled ")
+
+
 def test_compile_failure_runs_eager_and_says_so(monkeypatch) -> None:
     def broken(gm: torch.fx.GraphModule, example_inputs: list) -> object:
         raise RuntimeError("no C++ compiler found")
