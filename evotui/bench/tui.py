@@ -115,22 +115,25 @@ def _stats(values: list[float]) -> dict[str, float | None]:
             "mean": round(statistics.mean(values), 2) if values else None}
 
 
-def _watch(app: Any) -> None:
+def _watch(app: Any) -> str | None:
     """The cursor on the newest running candidate (the writer finishes the oldest first, so it
-    runs to the end of the measurement)."""
+    runs to the end of the measurement); its id."""
     running = [cid for cid, c in app.feed.candidates.items() if c["status"] == "running"]
-    if running:
-        app.population.table.move_to(max(running))
+    if not running:
+        return None
+    app.population.table.move_to(max(running))
+    return max(running)
 
 
-async def _measure(run_dir: Path, seconds: float) -> tuple[list[dict[str, float]], float, float]:
+async def _measure(run_dir: Path, seconds: float
+                   ) -> tuple[list[dict[str, float]], float, float, str | None]:
     from evotui.tui.app import EvoApp
 
     app = EvoApp(run_dir, readonly=True)
     async with app.run_test(headless=True, size=(160, 48)) as pilot:
         await asyncio.sleep(WARMUP_S)
         await pilot.pause()
-        _watch(app)
+        watched = _watch(app)
         await pilot.pause()
         first = len(app.timings)
         cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -138,7 +141,8 @@ async def _measure(run_dir: Path, seconds: float) -> tuple[list[dict[str, float]
         cpu1, wall1 = time.process_time(), time.perf_counter()
         await pilot.pause()
         timings = [t for t in app.timings[first:] if "paint_ms" in t]
-    return timings, cpu1 - cpu0, wall1 - wall0
+        watched = watched if app.population.selected == watched else None
+    return timings, cpu1 - cpu0, wall1 - wall0, watched
 
 
 def run(seconds: float = 15.0, candidates: int = 24, rate: float = 10.0) -> dict[str, Any]:
@@ -156,7 +160,7 @@ def run(seconds: float = 15.0, candidates: int = 24, rate: float = 10.0) -> dict
                 if not writer.is_alive() or time.monotonic() > deadline:
                     raise RuntimeError("the synthetic writer did not start "
                                        f"(exit code {writer.exitcode})")
-            timings, cpu, wall = asyncio.run(_measure(run_dir, seconds))
+            timings, cpu, wall, watched = asyncio.run(_measure(run_dir, seconds))
         finally:
             stop.set()
             writer.join(10)
@@ -165,6 +169,7 @@ def run(seconds: float = 15.0, candidates: int = 24, rate: float = 10.0) -> dict
     refresh = [t["read_ms"] + t["apply_ms"] + t["paint_ms"] for t in timings]
     return {
         "seconds": round(wall, 2), "candidates": candidates, "rate": rate,
+        "watched": watched,  # the candidate under the cursor throughout, training
         "refreshes": len(timings), "rows_written": written.value,
         "rows_shown": int(sum(t.get("rows", 0) for t in timings)),
         "refresh_ms": _stats(refresh),
@@ -172,5 +177,7 @@ def run(seconds: float = 15.0, candidates: int = 24, rate: float = 10.0) -> dict
         "apply_ms": _stats([t["apply_ms"] for t in timings]),
         "paint_ms": _stats([t["paint_ms"] for t in timings]),
         "cpu_pct_of_one_core": round(100 * cpu / wall, 1) if wall else None,
+        # the app's CPU time per refresh: what a loaded machine stretches into wall time
+        "cpu_ms_per_refresh": round(1000 * cpu / len(timings), 1) if timings else None,
         "targets": {"refresh_p95_ms": 50, "cpu_pct_of_one_core": 20},
     }

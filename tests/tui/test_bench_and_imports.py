@@ -21,7 +21,8 @@ def test_bench_tui_json(run_cli):
         s = r[key]
         assert 0 <= s["p50"] <= s["p95"] <= s["max"], (key, s)
     assert r["refresh_ms"]["p95"] >= r["read_ms"]["p50"]  # a refresh includes its read
-    assert 0 < r["cpu_pct_of_one_core"] < 100 * 64
+    assert 0 < r["cpu_pct_of_one_core"] < 100 * 64 and r["cpu_ms_per_refresh"] > 0
+    assert r["watched"].startswith("c")  # the cursor stayed on a candidate that trains
 
 
 ATTACH = """
