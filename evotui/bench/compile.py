@@ -1,7 +1,8 @@
 """``evotui bench compile``: consecutive compiled candidates in one process, as a worker runs
 them. Per candidate: graphs, graph breaks, frames left to eager, recompiles after the first
-step, compile seconds and the steady-state step; per config: the same step eager, and the graph
-breaks ``torch._dynamo.explain`` finds in each distinct MoE layer's forward.
+step, compile seconds, and its steady compiled step against the same model's eager step,
+measured in alternation; per config: the medians, and the graph breaks
+``torch._dynamo.explain`` finds in each distinct MoE layer's forward.
 
 Defaults: tiny and the scalehop seed scaled down (``evotui scale``) to a CPU-sized width,
 alternating, ten candidates (seeds 0..9).
@@ -24,6 +25,7 @@ from evotui.dsl.scale import scale
 from evotui.model.ffn import MoE
 from evotui.train import compiled
 from evotui.train.hardware import describe_device
+from evotui.train.throughput import perf_counter
 from evotui.train.trainer import CandidateTrainer
 
 SCALEHOP = ROOT_CONFIGS / "scalehop_xover-68-8a93.yaml"
@@ -57,12 +59,38 @@ def moe_graph_breaks(trainer: CandidateTrainer) -> list[int]:
     return out
 
 
-def _steady_step_ms(trainer: CandidateTrainer, steps: int) -> float | None:
-    total = steps + 1
-    while trainer.clock.steady_steps < steps and trainer.clock.steps < 3 * total:
+def _paired_steps_ms(trainer: CandidateTrainer, steps: int) -> tuple[float | None, float | None]:
+    """Median compiled and eager step (ms) of one candidate, measured in alternation on the same
+    model (the eager one with its blocks' compiled code set aside, ``Compiler.eager``), so a
+    load that changes during the run weighs on both alike. Before them: the compiling first
+    step, a compiled warm-up step (the throughput clock's), and an eager warm-up step."""
+    total = 2 * steps + 3
+    while trainer.clock.steps < 2 or trainer.clock.compile_steps == trainer.clock.steps:
+        trainer.timed_step(total)  # compile, then warm up (until a step compiles nothing)
+        if trainer.clock.steps >= 6:
+            break
+    compiled_ms, eager_ms = [], []
+
+    def eager_step() -> float:
+        assert trainer.compiler is not None
+        with trainer.compiler.eager():
+            started = perf_counter()
+            trainer.train_step(total)
+            return (perf_counter() - started) * 1e3
+
+    eager_step()  # warm-up: the eager blocks' first kernels and allocations
+    for _ in range(steps):
+        before = trainer.clock.compile_steps
+        started = perf_counter()
         trainer.timed_step(total)
-    step = trainer.clock.step_s()
-    return None if step is None else round(step * 1e3, 3)
+        if trainer.clock.compile_steps == before:  # a step that compiled is not a steady one
+            compiled_ms.append((perf_counter() - started) * 1e3)
+        eager_ms.append(eager_step())
+
+    def median(xs: list[float]) -> float | None:
+        return round(statistics.median(xs), 3) if xs else None
+
+    return median(compiled_ms), median(eager_ms)
 
 
 def run(configs: list[Path] | None, device: str = "cpu", candidates: int = 10, steps: int = 3,
@@ -81,13 +109,11 @@ def run(configs: list[Path] | None, device: str = "cpu", candidates: int = 10, s
     old_backend, compiled.BACKEND = compiled.BACKEND, backend
     rows, per_config = [], {}
     try:
-        for name, cfg in cfgs:  # eager first: the baseline, and the MoE explain
+        for name, cfg in cfgs:  # the MoE explain, on an eager model
             eager = CandidateTrainer(with_overrides(cfg, compile=False),
                                      RandomTokens(cfg.model.emb.vocab, dev), device=device)
-            per_config[name] = {"eager_step_ms": _steady_step_ms(eager, steps),
-                                "moe_graph_breaks": moe_graph_breaks(eager), "compiled_step_ms": []}
-            say(f"{name}: eager step {per_config[name]['eager_step_ms']} ms, MoE graph breaks "
-                f"{per_config[name]['moe_graph_breaks']}")
+            per_config[name] = {"moe_graph_breaks": moe_graph_breaks(eager), "pairs": []}
+            say(f"{name}: MoE graph breaks {per_config[name]['moe_graph_breaks']}")
             del eager
         for i in range(candidates):
             name, cfg = cfgs[i % len(cfgs)]
@@ -96,10 +122,11 @@ def run(configs: list[Path] | None, device: str = "cpu", candidates: int = 10, s
                 with_overrides(cfg, compile=True, seed=i), RandomTokens(cfg.model.emb.vocab, dev),
                 device=device, callback=lambda e, logs=logs: logs.append(e.get("text", ""))
                 if e["kind"] == "log" else None)
-            step_ms = _steady_step_ms(trainer, steps)
+            step_ms, eager_ms = _paired_steps_ms(trainer, steps)
             m = trainer.compiler.metrics() | trainer.clock.metrics()
-            per_config[name]["compiled_step_ms"].append(step_ms)
+            per_config[name]["pairs"].append((step_ms, eager_ms))
             rows.append({"candidate": i, "config": name, "step_ms": step_ms,
+                         "eager_step_ms": eager_ms,
                          "compile_s": round(m["compile_s"], 3),
                          "graphs": int(m["compile_graphs"]),
                          "graph_breaks": int(m["compile_graph_breaks"]),
@@ -112,10 +139,11 @@ def run(configs: list[Path] | None, device: str = "cpu", candidates: int = 10, s
     finally:
         compiled.BACKEND = old_backend
     for c in per_config.values():
-        done = [s for s in c["compiled_step_ms"] if s is not None]
-        c["compiled_step_ms"] = statistics.median(done) if done else None
-        if c["compiled_step_ms"] and c["eager_step_ms"]:
-            c["compiled_vs_eager"] = round(c["compiled_step_ms"] / c["eager_step_ms"], 3)
+        pairs = [(s, e) for s, e in c.pop("pairs") if s is not None and e is not None]
+        c["compiled_step_ms"] = statistics.median(s for s, _ in pairs) if pairs else None
+        c["eager_step_ms"] = statistics.median(e for _, e in pairs) if pairs else None
+        if pairs:  # the median of each candidate's own compiled / eager
+            c["compiled_vs_eager"] = round(statistics.median(s / e for s, e in pairs), 3)
     return {"device": describe_device(dev), "torch": torch.__version__, "backend": backend,
             "candidates": rows, "configs": per_config,
             "max_recompiles": max((r["recompiles"] for r in rows), default=0),
