@@ -36,13 +36,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError
 
 from evotui.atomic import write_bytes
 from evotui.engine.events import parse
@@ -57,38 +56,12 @@ from evotui.engine.ray_cluster import (  # noqa: F401 - the executor's module of
     node_lost,
     open_ray,
 )
+from evotui.engine.ray_slots import Slot, Waiting, hold, idle, refusal, release
 from evotui.engine.worker import KILL, PAUSE
 
 POLL = 0.2  # seconds between checks on heartbeats, deadlines and actors
 RETRY = 10.0  # seconds before placing again an actor that failed to start
 CLOSE_WAIT = 5.0  # seconds shutdown waits for the actors to remove their scratch directories
-
-
-
-
-@dataclass
-class _Slot:
-    label: str  # "cpu" or "cuda": what the engine sees
-    actor: Any = None
-    info: dict[str, Any] | None = None  # pid, node, ip once the actor is placed
-    ready_ref: Any = None  # pending info() of a new actor
-    job: Job | None = None
-    run_ref: Any = None
-    drain_ref: Any = None
-    last_seen: float = 0.0
-    cause: str | None = None  # why the executor is ending the job, if it is
-    deadline: float | None = None  # when to end an actor that did not obey a kill
-    warming: Any = None
-    retry_at: float | None = None  # when to place an actor whose creation failed again
-    rank: int = 0  # the FSDP rank its job runs here (0: the one whose events go out)
-    held_by: str | None = None  # a waiting FSDP candidate that holds this idle slot
-
-
-@dataclass
-class _Waiting:
-    job: Job
-    blobs: dict[str, Any] | None
-    paused: bool = False  # a pause asked while it waits: it pauses when it starts
 
 
 class RayExecutor(Executor):
@@ -107,11 +80,11 @@ class RayExecutor(Executor):
         self.cpu_threads = cpu_threads or 1
         self.heartbeat_timeout, self.grace = heartbeat_timeout, grace
         self._lock = threading.Lock()
-        self._slots = [_Slot(label) for label in self.slots]
+        self._slots = [Slot(label) for label in self.slots]
         self._warm: Warm | None = None
         self._closing = False
         self._blobs: dict[str, tuple[float, Any]] = {}  # head path -> (mtime, object ref)
-        self._waiting: list[_Waiting] = []  # FSDP jobs waiting for k slots of one node
+        self._waiting: list[Waiting] = []  # FSDP jobs waiting for k slots of one node
         for slot in self._slots:
             self._place(slot)
         self._thread = threading.Thread(target=self._monitor, name="evotui-ray", daemon=True)
@@ -122,7 +95,7 @@ class RayExecutor(Executor):
         """Slots running a job (a rank of one), held by a waiting FSDP job, or whose actor Ray
         has not placed (yet)."""
         with self._lock:
-            return [s.label for s in self._slots if not self._idle(s)]
+            return [s.label for s in self._slots if not idle(s)]
 
     def running(self) -> list[str]:
         with self._lock:
@@ -138,7 +111,7 @@ class RayExecutor(Executor):
                 raise RuntimeError("the executor is shut down")
             if job.candidate_id in self._ids():
                 raise ValueError(f"candidate {job.candidate_id} is already running")
-            slot = next((s for s in self._slots if s.label == job.device and self._idle(s)),
+            slot = next((s for s in self._slots if s.label == job.device and idle(s)),
                         None)
             if slot is None:
                 raise ValueError(f"no free slot on {job.device!r} (slots: {self.slots})")
@@ -170,7 +143,7 @@ class RayExecutor(Executor):
                 return True
             if waiting is not None:
                 self._waiting.remove(waiting)
-                self._release(candidate_id)
+                release(self._slots, candidate_id)
                 self._emit(candidate_id, parse({"kind": "failed", "reason": "killed"}))
                 self._grant()
                 return True
@@ -189,7 +162,7 @@ class RayExecutor(Executor):
             self._closing = True
             ids = [s.job.candidate_id for s in self._slots if s.job is not None and not s.rank]
             for w in self._waiting:
-                self._release(w.job.candidate_id)
+                release(self._slots, w.job.candidate_id)
                 self._emit(w.job.candidate_id, parse({"kind": "failed", "reason": "killed" if kill
                            else f"the executor shut down before {w.job.shards} slots were free"}))
             self._waiting = []
@@ -210,7 +183,7 @@ class RayExecutor(Executor):
         self._end()
 
     # -- actors -------------------------------------------------------------------------
-    def _place(self, slot: _Slot) -> None:
+    def _place(self, slot: Slot) -> None:
         """A new actor for ``slot``; Ray places it when it has the resources."""
         gpu = slot.label == "cuda"
         actor_class = ray.remote(SlotActor).options(
@@ -219,12 +192,12 @@ class RayExecutor(Executor):
         slot.actor = actor_class.remote(None if gpu else self.cpu_threads)
         slot.info, slot.ready_ref, slot.warming = None, slot.actor.info.remote(), None
 
-    def _running(self, candidate_id: str) -> _Slot | None:
+    def _running(self, candidate_id: str) -> Slot | None:
         """The slot of the candidate's job (of its rank 0)."""
         return next((s for s in self._slots if s.job is not None and not s.rank
                      and s.job.candidate_id == candidate_id), None)
 
-    def _ranks(self, candidate_id: str) -> list[_Slot]:
+    def _ranks(self, candidate_id: str) -> list[Slot]:
         """Every slot that runs a rank of the candidate's job."""
         return [s for s in self._slots if s.job is not None
                 and s.job.candidate_id == candidate_id]
@@ -233,57 +206,38 @@ class RayExecutor(Executor):
         return ({s.job.candidate_id for s in self._slots if s.job is not None}
                 | {w.job.candidate_id for w in self._waiting})
 
-    @staticmethod
-    def _idle(slot: _Slot) -> bool:
-        return slot.job is None and slot.info is not None and slot.held_by is None
-
     # -- FSDP jobs: k slots of one node -------------------------------------------------
     def _submit_sharded(self, job: Job, blobs: dict[str, Any] | None) -> None:
         """Under the lock: fail a job no node can hold, else queue it and start what can."""
-        mine = [s for s in self._slots if s.label == job.device]
-        nodes = Counter(s.info["node"] for s in mine if s.info is not None)
-        most = max(nodes.values(), default=0)
-        if job.shards > len(mine) or (all(s.info is not None for s in mine)
-                                      and most < job.shards):
-            self._emit(job.candidate_id, parse({"kind": "failed", "reason": (
-                f"train.shards {job.shards} needs {job.shards} {job.device} slots of one node; "
-                f"the most this Ray cluster has on one node is {most} (add a node with more, "
-                "or lower train.shards)")}))
+        reason = refusal(job, self._slots)
+        if reason is not None:
+            self._emit(job.candidate_id, parse({"kind": "failed", "reason": reason}))
             return
-        self._waiting.append(_Waiting(job, blobs))
+        self._waiting.append(Waiting(job, blobs))
         self._grant()
         if any(w.job.candidate_id == job.candidate_id for w in self._waiting):
             self._emit(job.candidate_id, parse({"kind": "log", "text": (
                 f"fsdp: waiting for {job.shards} {job.device} slots of one node")}))
 
-    def _release(self, candidate_id: str) -> None:
-        for s in self._slots:
-            if s.held_by == candidate_id:
-                s.held_by = None
-
     def _grant(self) -> None:
-        """Under the lock: each waiting job, oldest first, holds every idle slot of its kind
-        (taking those of younger waiting jobs); one with k on one node starts there."""
-        for i, w in enumerate(list(self._waiting)):
-            younger = {x.job.candidate_id for x in self._waiting[i + 1:]}
-            cid = w.job.candidate_id
-            by_node: dict[str, list[_Slot]] = {}
-            for s in self._slots:
-                if (s.label == w.job.device and s.job is None and s.info is not None
-                        and (s.held_by is None or s.held_by in younger or s.held_by == cid)):
-                    s.held_by = cid
-                    by_node.setdefault(s.info["node"], []).append(s)
-            ranks = next((held for held in by_node.values() if len(held) >= w.job.shards), None)
-            if ranks is None:
-                continue
-            self._release(cid)
-            self._waiting.remove(w)
-            self._start_ranks(w, ranks[:w.job.shards])
+        """Under the lock: waiting FSDP jobs hold the idle slots (:func:`hold`); those with k
+        on one node start there; the slots a started job let go may complete another."""
+        started = True
+        while started:
+            started = False
+            for w, ranks in hold(self._slots, self._waiting):
+                try:
+                    port = ray.get(ranks[0].actor.free_port.remote(), timeout=60)
+                except (RayActorError, GetTimeoutError):
+                    continue  # that actor is gone: its death frees the slot; the job waits on
+                release(self._slots, w.job.candidate_id)
+                self._waiting.remove(w)
+                self._start_ranks(w, ranks, port)
+                started = True
 
-    def _start_ranks(self, w: _Waiting, ranks: list[_Slot]) -> None:
-        """Under the lock: rank r of the job on ``ranks[r]``, rank 0's actor the master."""
+    def _start_ranks(self, w: Waiting, ranks: list[Slot], port: int) -> None:
+        """Under the lock: rank r of the job on ``ranks[r]``; rank 0 listens on ``port``."""
         cid = w.job.candidate_id
-        port = ray.get(ranks[0].actor.free_port.remote(), timeout=60)
         master = f"127.0.0.1:{port}"  # one node: every rank reaches rank 0 on loopback
         if w.paused:
             ranks[0].actor.control.remote(cid, PAUSE)
@@ -297,7 +251,7 @@ class RayExecutor(Executor):
         self._emit(cid, parse({"kind": "log", "text": f"fsdp: training on {len(ranks)} "
                                f"{ranks[0].label} slots of {self._where(ranks[0])}"}))
 
-    def _end_group(self, slot: _Slot, why: str) -> None:
+    def _end_group(self, slot: Slot, why: str) -> None:
         """Under the lock: a rank of ``slot``'s job ended badly; end the others (rank 0 reports
         ``why`` as the job's reason)."""
         job = slot.job
@@ -308,7 +262,7 @@ class RayExecutor(Executor):
                 other.cause = other.cause or why
                 ray.kill(other.actor)  # a rank left alone waits in a collective
 
-    def _where(self, slot: _Slot) -> str:
+    def _where(self, slot: Slot) -> str:
         info = slot.info or {}
         return f"{slot.label}@{info.get('ip', '?')}"
 
@@ -335,7 +289,7 @@ class RayExecutor(Executor):
             with self._lock:
                 if self._closing and all(s.job is None for s in self._slots):
                     return
-                owners: dict[Any, tuple[_Slot, str]] = {}
+                owners: dict[Any, tuple[Slot, str]] = {}
                 for s in self._slots:
                     if s.ready_ref is not None:
                         owners[s.ready_ref] = (s, "ready")
@@ -356,7 +310,7 @@ class RayExecutor(Executor):
                 time.sleep(POLL)
             self._check(time.monotonic())
 
-    def _ready(self, slot: _Slot, what: str, ref: Any) -> None:
+    def _ready(self, slot: Slot, what: str, ref: Any) -> None:
         current = {"ready": slot.ready_ref, "drain": slot.drain_ref, "run": slot.run_ref}
         if current[what] is not ref:
             return  # the slot has moved on (its actor died and was replaced)
@@ -381,7 +335,7 @@ class RayExecutor(Executor):
         except RayActorError as e:
             self._died(slot, e)
 
-    def _events(self, slot: _Slot, events: list[tuple[str, Event]]) -> None:
+    def _events(self, slot: Slot, events: list[tuple[str, Event]]) -> None:
         job = slot.job
         if job is None:
             return
@@ -396,7 +350,7 @@ class RayExecutor(Executor):
                 event = {**event, "path": job.checkpoint_path}
             self._emit(cid, parse(event))
 
-    def _finish(self, slot: _Slot, final: Event, data: bytes | None) -> None:
+    def _finish(self, slot: Slot, final: Event, data: bytes | None) -> None:
         job = slot.job
         assert job is not None
         if final.get("kind") == "error":
@@ -419,7 +373,7 @@ class RayExecutor(Executor):
         if not rank:
             self._emit(job.candidate_id, parse(final))
 
-    def _died(self, slot: _Slot, error: BaseException) -> None:
+    def _died(self, slot: Slot, error: BaseException) -> None:
         node = (slot.info or {}).get("node")
         reason = slot.cause or ("node lost" if node_lost(node, error) else "actor died")
         with self._lock:

@@ -81,8 +81,8 @@ def test_an_fsdp_candidate_no_node_can_hold_fails_with_a_reason(ray_cluster, con
     try:
         (failed,) = drive(ex, [job(fsdp(config, 4), token_cache, tmp_path, "w", 3)])["w"]
         assert failed["kind"] == "failed"
-        assert failed["reason"].startswith("train.shards 4 needs 4 cpu slots of one node; the "
-                                           "most this Ray cluster has on one node is 2")
+        assert failed["reason"].startswith("train.shards 4 needs 4 cpu slots of one node; "
+                                           "this executor has 2")
         assert ex.running() == []
     finally:
         shut(ex)
