@@ -221,6 +221,7 @@ class LogPane(Vertical):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.border_title = "Log"
+        self._subtitle_text: str | None = None
 
     def compose(self) -> ComposeResult:
         yield LogView(id="log-view")
@@ -246,7 +247,10 @@ class LogPane(Vertical):
         parts.append("following" if view.follow else "F follow")
         if view.query_text:
             parts.append(f"search “{view.query_text}” (n/N)")
-        self.border_subtitle = " · ".join(parts)
+        text = " · ".join(parts)
+        if text != self._subtitle_text:  # setting it repaints the whole pane
+            self._subtitle_text = text
+            self.border_subtitle = text
 
     @on(Moved)
     def _moved(self, event: Message) -> None:
