@@ -19,6 +19,7 @@ SCRIPT = ROOT / "scripts" / "gpu_check.sh"
                     reason="about 2 minutes on 2 cores: set EVOTUI_GPU_CHECK_CPU=1 (CI does)")
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
                     reason="needs bash and coreutils timeout")
+@pytest.mark.timeout(900)  # the script's own limit below; the suite's 300 s is per unit test
 def test_gpu_check_cpu_mode(tmp_path, token_cache) -> None:
     out = tmp_path / "check"
     env = os.environ | {"PYTHON": sys.executable, "EVOTUI_CACHE": str(token_cache)}
