@@ -186,6 +186,7 @@ def test_a_poll_redraws_only_the_cells_and_rows_that_changed(fixture_run, sample
                                 "lr": 0.002, "tokens": 13 * 1024, "tokens_per_s": 220.0}])
             store.update_candidate("c0002", step=13)
         await until(pilot, lambda: pane.cell_updates > changed)
+        await until(pilot, lambda: table.rows_built > built)  # drawn at the next screen update
         await pilot.pause()
         assert pane.cell_updates - changed == 2  # step 12/20 -> 13/20, loss 3.041 -> 2.9
         assert pane._shown["c0002"]["step"].plain == "13/20 r2"
