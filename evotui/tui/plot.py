@@ -54,7 +54,7 @@ def draw(series: Sequence[Series], width: int, height: int, vlines: Sequence[flo
     ``│`` where no curve passes), y labels left of the rows they name and x values under the
     columns they name (each the value at a dot of its row or column: the first and last are
     the ends of the data's range), then ``xlabel``.
-    Empty ``series``: an empty frame."""
+    Empty ``series``: an empty frame, no values on its axes."""
     points = [p for s in series for p in s.points]
     xs = [x for x, _ in points] or [0.0, 1.0]
     ys = [y for _, y in points] or [0.0, 1.0]
@@ -70,8 +70,8 @@ def draw(series: Sequence[Series], width: int, height: int, vlines: Sequence[flo
 
     # each label names a dot of its row: the top one y1, the bottom one y0
     labels = {r: f"{y_at(round(r * (dots_y - 1) / max(1, rows - 1))):.{yd}f}"
-              for r in label_rows}
-    lw = max(len(v) for v in labels.values())
+              for r in label_rows} if points else {}  # no data: no values to name
+    lw = max((len(v) for v in labels.values()), default=4)
     cols = max(2, width - lw - 2)
     dots_x = 2 * cols
 
@@ -132,7 +132,7 @@ def draw(series: Sequence[Series], width: int, height: int, vlines: Sequence[flo
     out.append(Text(" " * lw + "└" + "".join(bottom) + "┘"))
     xd = _digits(x1 - x0)
     ticks = [" "] * (lw + cols + 2)
-    for c in tick_cols:
+    for c in tick_cols if points else ():
         dot = round(c * (dots_x - 1) / max(1, cols - 1))  # a dot of column c
         value = f"{x0 + dot / (dots_x - 1) * (x1 - x0):.{xd}f}"
         start = min(len(ticks) - len(value), max(0, lw + 1 + c - len(value) // 2))

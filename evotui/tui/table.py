@@ -6,9 +6,9 @@ candidates. Here each row's line (a ``Strip``) is built when one of its cells ch
 segments of each cell, which are kept and built again only for the cells whose text changed (a
 training candidate changes its step, loss and tok/s, not its other ten cells); only that line's
 region is refreshed, and only when it is on screen; scrolling and the cursor reuse the built
-lines. A fixed
-header line, a row cursor (arrows, page keys, home/end, mouse), marks, horizontal scrolling
-with frozen columns, and columns dropped by priority when the table is narrow.
+lines. A fixed header line, a row cursor (arrows, page keys, home/end, mouse), marks,
+horizontal scrolling with frozen columns, and columns dropped by priority when the table is
+narrow.
 """
 
 from __future__ import annotations

@@ -46,3 +46,4 @@ def test_one_point_sits_mid_plot_and_nothing_gives_an_empty_frame():
     assert drawn and 0 < drawn[0] < len(canvas) - 1
     empty = lines()
     assert empty[0].strip().startswith("┌") and len(empty) == HEIGHT
+    assert not any(ch.isdigit() for line in empty for ch in line)  # no values for no data
