@@ -103,8 +103,8 @@ def run(configs: list[Path] | None, device: str = "cpu", candidates: int = 10, s
     if configs:
         cfgs = [(str(p), load(p)) for p in configs]
     else:
-        cfgs = [("tiny", load(ROOT_CONFIGS / "tiny.yaml")),
-                ("scalehop@128", scaled_scalehop())]
+        cfgs = [("tiny", load(ROOT_CONFIGS / "tiny.yaml")),  # scaled to the asked length
+                ("scalehop@128", scaled_scalehop(seq_len=seq_len or 256))]
     cfgs = [(name, _sized(cfg, batch_size, seq_len)) for name, cfg in cfgs]
     old_backend, compiled.BACKEND = compiled.BACKEND, backend
     rows, per_config = [], {}
