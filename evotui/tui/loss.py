@@ -60,6 +60,8 @@ class LossPane(Widget, can_focus=True):
         self._legend: Text | None = None
         self._parsed: dict[str, Style] = {}  # a curve's style by name
         self._curves: list[Series] = []  # what redraw() found to plot, before thinning
+        # per (candidate, kind): the rows read so far and their points
+        self._points: dict[tuple[str, str], tuple[int, list[tuple[float, float]]]] = {}
 
     @property
     def plot_rows(self) -> int:
@@ -174,6 +176,7 @@ class LossPane(Widget, can_focus=True):
             return
         keep = {cid for cid in (*wanted, *marks) if cid}
         self.rows = {cid: rows for cid, rows in self.rows.items() if cid in keep}
+        self._points = {k: v for k, v in self._points.items() if k[0] in keep}
         for cid in keep - set(self.rows):
             self.rows[cid] = load(cid)[-MAX_ROWS:]
         self.shown, self.marked = wanted, marks
@@ -190,6 +193,8 @@ class LossPane(Widget, can_focus=True):
                 if len(mine) > MAX_ROWS:
                     half = len(mine) // 2
                     mine[:half] = mine[:half:2]
+                    self._points.pop((row["candidate"], "train"), None)  # work them out again
+                    self._points.pop((row["candidate"], "eval"), None)
         if changed:
             self.redraw()
 
@@ -199,14 +204,21 @@ class LossPane(Widget, can_focus=True):
             self.redraw()
 
     def _series(self, cid: str | None, kind: str) -> list[tuple[float, float]]:
+        """(step, loss) of ``cid``'s rows of ``kind``; kept, and extended with the rows that
+        came since (a long run's thousands of rows are not read again on every poll)."""
         if cid is None:
             return []
-        points = [(r["step"], r["loss"]) for r in self.rows.get(cid, [])
-                  if r["kind"] == kind and isinstance(r.get("loss"), int | float)]
+        rows = self.rows.get(cid, [])
+        seen, points = self._points.get((cid, kind), (0, []))
+        if seen > len(rows):  # not the rows these points came from
+            seen, points = 0, []
+        points += [(r["step"], r["loss"]) for r in rows[seen:]
+                   if r["kind"] == kind and isinstance(r.get("loss"), int | float)]
+        self._points[(cid, kind)] = (len(rows), points)
         last = self.final(cid) if kind == "eval" else None
         if last is not None and all(step != last[0] for step, _ in points):
-            points.append(last)
-        return points
+            return [*points, last]
+        return list(points)
 
     def redraw(self) -> None:
         """The data changed: the lines are built again at the next paint; the legend (the

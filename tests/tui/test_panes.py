@@ -161,3 +161,25 @@ def test_the_loss_plot_grows_with_the_terminal_and_its_labels_span_the_curves(fi
     check((80, 24))
     check((160, 48))
     assert canvas_rows[(160, 48)] > 4 * canvas_rows[(80, 24)]
+
+
+def test_the_loss_curve_kept_between_polls_is_the_curve_of_all_its_rows():
+    from evotui.tui.loss import MAX_ROWS
+
+    pane = LossPane([200, 1000])
+    pane.rows = {"c1": []}
+
+    def fresh(kind):
+        return [(r["step"], r["loss"]) for r in pane.rows["c1"] if r["kind"] == kind]
+
+    step = 0
+    for batch in (5, 1, 300, MAX_ROWS):  # the last one thins the older half
+        rows = []
+        for _ in range(batch):
+            step += 1
+            rows.append({"candidate": "c1", "kind": "eval" if step % 7 == 0 else "train",
+                         "step": step, "loss": 5.0 / step})
+        pane.extend(rows)
+        assert pane._series("c1", "train") == fresh("train")
+        assert pane._series("c1", "eval") == fresh("eval")
+    assert len(pane.rows["c1"]) < step  # thinned, and the curve followed
