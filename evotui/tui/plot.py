@@ -75,11 +75,15 @@ def draw(series: Sequence[Series], width: int, height: int, vlines: Sequence[flo
     cols = max(2, width - lw - 2)
     dots_x = 2 * cols
 
+    sx, sy = (dots_x - 1) / (x1 - x0), (dots_y - 1) / (y1 - y0)
+
     def dx(x: float) -> int:
-        return min(dots_x - 1, max(0, round((x - x0) / (x1 - x0) * (dots_x - 1))))
+        d = round((x - x0) * sx)
+        return 0 if d < 0 else (dots_x - 1 if d >= dots_x else d)
 
     def dy(y: float) -> int:
-        return min(dots_y - 1, max(0, round((y1 - y) / (y1 - y0) * (dots_y - 1))))
+        d = round((y1 - y) * sy)
+        return 0 if d < 0 else (dots_y - 1 if d >= dots_y else d)
 
     bits = [[0] * cols for _ in range(rows)]
     ink: list[list[str | None]] = [[None] * cols for _ in range(rows)]
@@ -92,7 +96,10 @@ def draw(series: Sequence[Series], width: int, height: int, vlines: Sequence[flo
         last: tuple[int, int] | None = None
         for x, y in s.points:
             here = (dx(x), dy(y))
-            run = [here] if last is None else _join(last, here)
+            if last is None or (abs(here[0] - last[0]) <= 1 and abs(here[1] - last[1]) <= 1):
+                run = [here]  # next to the last dot (most of a thinned curve)
+            else:
+                run = _join(last, here)
             for px, py in run:
                 r, c = py // 4, px // 2
                 bits[r][c] |= DOTS[py % 4][px % 2]
