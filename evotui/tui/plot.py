@@ -4,8 +4,8 @@ vertical markers. What the Loss pane draws on every poll while its candidate tra
 Pure (Rich text out, no Textual): :func:`draw` lays the curves on a dot grid two dots wide and
 four high per cell, joins each curve's points with straight runs of dots, and returns one
 :class:`~rich.text.Text` per row. It does in one pass what a general plotting library does in
-several (textual-plotext built and re-parsed an ANSI string: 15-30 ms a frame on a loaded
-2-core machine), so a growing curve costs about a millisecond per redraw.
+several (textual-plotext built and re-parsed an ANSI string: 10-25 ms a frame on a loaded
+2-core machine), so a growing curve costs 1-2 ms per redraw.
 """
 
 from __future__ import annotations
