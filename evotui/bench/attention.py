@@ -6,11 +6,13 @@ dense causal attention on the fastest non-reference backend (``vs_dense``) and t
 of the issue's target, 1.5 x its key density x dense causal (``vs_budget``; the fixed
 overhead allowed on top is stated in docs/benchmarks.md). Every candidate is timed once per
 round, round after round, and the median taken, so load that drifts during a run (a shared
-machine) affects every row alike.
+machine) affects every row alike. The JSON records the CPU threads torch used and the load
+average before and after the run (``OMP_NUM_THREADS=1`` runs it on one thread).
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Any
@@ -84,6 +86,7 @@ def run(
     shape = (batch, heads, seq_len, head_dim)
     q, k, v, dy = (torch.randn(shape, generator=gen).to(dev, dt) for _ in range(4))
 
+    load_before = _load()
     cases: list[tuple[Pattern, str, float]] = []
     for pattern in bench_patterns(window):
         ref = reference_attention(q.float(), k.float(), v.float(), pattern)
@@ -112,7 +115,16 @@ def run(
         rows.append(row)
     return {"device": str(dev), "device_name": _device_name(dev), "torch": torch.__version__,
             "seq_len": seq_len, "dtype": dtype, "heads": heads, "head_dim": head_dim,
-            "batch": batch, "window": window, "results": rows}
+            "batch": batch, "window": window, "threads": torch.get_num_threads(),
+            "load_average": [load_before, _load()], "results": rows}
+
+
+def _load() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _device_name(dev: torch.device) -> str:

@@ -2,7 +2,9 @@
 
 - ``sdpa_mask``: a dense boolean (T, T) tensor, True = attend, for SDPA and the reference.
 - ``mask_mod`` / ``block_mask``: FlexAttention's predicate and its ``BlockMask``.
-- ``chunk_plan`` / ``chunk_layout``: the chunked backend's block-sparse layout and its masks.
+- ``chunk_plan`` / ``chunk_layout``: the chunked backend's block-sparse layout and its masks;
+  ``chunk_groups``: that layout as the batched calls the backend makes (``chunk_work``: their
+  size).
 
 All are cached per (pattern, T, device), so the layers of a model share one mask. Under
 ``torch.compile`` the masks are never rebuilt inside the graph: the cached tensors enter it as
