@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
+import os
 import random
 import statistics
 import tempfile
@@ -154,6 +155,7 @@ def run(seconds: float = 15.0, candidates: int = 24, rate: float = 10.0) -> dict
                                                      started, written),
                              name="evotui-bench-writer")
         writer.start()
+        load0 = os.getloadavg()[0]
         try:
             deadline = time.monotonic() + 60
             while not started.wait(0.2):
@@ -179,5 +181,7 @@ def run(seconds: float = 15.0, candidates: int = 24, rate: float = 10.0) -> dict
         "cpu_pct_of_one_core": round(100 * cpu / wall, 1) if wall else None,
         # the app's CPU time per refresh: what a loaded machine stretches into wall time
         "cpu_ms_per_refresh": round(1000 * cpu / len(timings), 1) if timings else None,
+        # the machine's 1-minute load average as the measurement began and ended
+        "load_avg": [round(load0, 2), round(os.getloadavg()[0], 2)],
         "targets": {"refresh_p95_ms": 50, "cpu_pct_of_one_core": 20},
     }

@@ -70,4 +70,5 @@ def bench_tui(
     typer.echo(f"  CPU {result['cpu_pct_of_one_core']}% of one core, "
                f"{result['cpu_ms_per_refresh']} ms per refresh (targets: p95 < 50 ms, CPU < 20%)")
     typer.echo(f"  the cursor on {result['watched']}, a training candidate (its Loss curve "
-               "grows with every poll)")
+               f"grows with every poll); load average {result['load_avg'][0]} at the start, "
+               f"{result['load_avg'][1]} at the end")

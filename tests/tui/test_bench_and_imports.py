@@ -23,6 +23,7 @@ def test_bench_tui_json(run_cli):
     assert r["refresh_ms"]["p95"] >= r["read_ms"]["p50"]  # a refresh includes its read
     assert 0 < r["cpu_pct_of_one_core"] < 100 * 64 and r["cpu_ms_per_refresh"] > 0
     assert r["watched"].startswith("c")  # the cursor stayed on a candidate that trains
+    assert len(r["load_avg"]) == 2 and min(r["load_avg"]) >= 0
 
 
 ATTACH = """
