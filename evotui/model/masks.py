@@ -18,6 +18,7 @@ this module imports on any machine.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -271,6 +272,7 @@ def _chunk_layout_eager(pattern: Pattern, seq_len: int, device: torch.device
 # --- chunked groups: the batched calls the chunked backend makes -----------------------------
 
 TRIM = 16  # leading band keys a chunk does not attend are dropped in units of this many
+GROUP_SHARE = 0.25  # a group holds at least this share of the chunks (each group is one call)
 
 
 def chunk_groups(pattern: Pattern, seq_len: int, device: torch.device | str = "cpu",
@@ -281,7 +283,7 @@ def chunk_groups(pattern: Pattern, seq_len: int, device: torch.device | str = "c
     Each row keeps only the band keys from the first one any of its queries attends (rounded
     down to ``TRIM``), so a row whose queries reach back less (the first chunks, the first
     chunks of a block) reads fewer keys. Rows are grouped by that count, rows of a small group
-    joining the next larger one (a group has at least a quarter of the rows), so each group is
+    joining the next larger one (a group has at least ``GROUP_SHARE`` of the rows), so each group is
     one call over (rows, chunk, keys) tiles. Per group: ``q_index`` (rows * chunk) the query
     position of each tile row (padding clamped to the last position), ``k_index`` (rows * keys)
     the key position of each tile column (clamped into the sequence), in column-major order
@@ -318,7 +320,7 @@ def _chunk_groups(pattern: Pattern, seq_len: int, device: torch.device, groups: 
     first = attended.any(1).int().argmax(-1)  # first band column any query attends
     keep = banded - (first // TRIM) * TRIM  # band columns each row keeps
     sizes = sorted(set(keep.tolist()))
-    least = max(2, rows // 4)
+    least = max(2, math.ceil(rows * GROUP_SHARE))
     cuts, pending = [], 0
     for size in sizes:
         pending += int((keep == size).sum())
