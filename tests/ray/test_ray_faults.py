@@ -176,6 +176,7 @@ def extra_node(ray_cluster, tmp_path):
     import ray
 
     before = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+    node_id = None
     ports = [f"--{name}={_free_port()}" for name in (
         "node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
         "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")]
@@ -192,11 +193,17 @@ def extra_node(ray_cluster, tmp_path):
             if node.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the second node did not join: {log.read_text()[-2000:]}")
             time.sleep(0.5)
-        yield node, added.pop()
+        node_id = added.pop()
+        yield node, node_id
     finally:
         if node.poll() is None:
             os.killpg(node.pid, signal.SIGKILL)
             node.wait(30)
+        deadline = time.monotonic() + 120  # gone from the cluster before the next test
+        while any(n["NodeID"] == node_id and n.get("Alive") for n in ray.nodes()):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1)
 
 
 @ray_executor.ray.remote(num_cpus=2)
