@@ -74,8 +74,10 @@ def _time_all(fns: list[Any], device: torch.device, repeats: int) -> list[float]
 def run(
     device: str = "cpu", seq_len: int = 2048, head_dim: int = 64, heads: int = 8,
     batch: int = 1, dtype: str | None = None, window: int = 192, repeats: int = 5,
+    backends: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Benchmark every pattern x available backend; returns a JSON-able dict."""
+    """Benchmark every pattern x available backend (only ``backends`` when given; the
+    reference is the oracle of every error either way); returns a JSON-able dict."""
     dev = torch.device(device)
     if dtype is None:
         dtype = "bfloat16" if dev.type == "cuda" else "float32"
@@ -91,6 +93,8 @@ def run(
     for pattern in bench_patterns(window):
         ref = reference_attention(q.float(), k.float(), v.float(), pattern)
         for backend in available_backends(pattern, dev, dt):
+            if backends is not None and backend not in backends:
+                continue
             with torch.no_grad():
                 err = (attend(q, k, v, pattern, backend).float() - ref).abs().max().item()
             cases.append((pattern, backend, err))

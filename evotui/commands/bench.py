@@ -30,6 +30,11 @@ def bench_attention(
         str | None, typer.Option(help="float32, bfloat16 or float16 (default: bf16 on CUDA).")
     ] = None,
     repeats: Annotated[int, typer.Option(min=1)] = 5,
+    backends: Annotated[str | None, typer.Option(
+        help="Comma-separated backends to time (e.g. sdpa,chunked; default: every one "
+        "available). The reference stays the oracle of the errors.")] = None,
+    kinds: Annotated[bool, typer.Option(
+        "--kinds/--no-kinds", help="Also time each attention kind's whole branch.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Forward+backward time of each sparsity pattern on each attention backend, against
@@ -40,15 +45,25 @@ def bench_attention(
     if window > seq_len:
         raise UserError.single(f"--window {window} exceeds --seq-len {seq_len}",
                                path="--window")
+    chosen = None
+    if backends is not None:
+        from evotui.model.backends import FAMILY
+
+        chosen = [b.strip() for b in backends.split(",") if b.strip()]
+        unknown = [b for b in chosen if b not in FAMILY]
+        if unknown or not chosen:
+            raise UserError.single(f"unknown backend {', '.join(unknown) or '(none)'}; use "
+                                   f"{', '.join(FAMILY)}", path="--backends")
     try:
         result = attention.run(single(device), seq_len, head_dim, heads, batch, dtype,
-                               window, repeats)
+                               window, repeats, chosen)
     except ValueError as e:
         raise UserError.single(str(e), path="--dtype") from None
     from evotui.bench import attention_kinds
 
-    result["kinds"] = attention_kinds.run(single(device), seq_len, head_dim, heads, batch,
-                                          attention.DTYPES[result["dtype"]], window, repeats)
+    result["kinds"] = [] if not kinds else attention_kinds.run(
+        single(device), seq_len, head_dim, heads, batch, attention.DTYPES[result["dtype"]],
+        window, repeats)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -61,6 +76,8 @@ def bench_attention(
         typer.echo(f"{r['pattern']:<13} {r['backend']:<10} {r['ms']:>9.3f} "
                    f"{r['vs_dense'] or 0:>9.3f} {r['density']:>8.3f} {r['tile_density']:>6.3f} "
                    f"{r['vs_budget'] or 0:>9.3f} {r['max_err']:>9.2e}")
+    if not result["kinds"]:
+        return
     typer.echo("attention kinds (a whole branch, projections included; '2x seq': time at twice "
                "the length / time at the length)")
     attention_kinds.print_table(result["kinds"], typer.echo)

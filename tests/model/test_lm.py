@@ -164,3 +164,17 @@ def test_bench_attention_refuses_missing_cuda(run_cli):
         pytest.skip("a GPU is present")
     code, _, err = run_cli("bench", "attention", "--device", "cuda")
     assert code == 2 and "no CUDA device" in err
+
+
+def test_bench_attention_times_only_the_chosen_backends(run_cli):
+    import json
+
+    code, out, err = run_cli("bench", "attention", "--device", "cpu", "--seq-len", "64",
+                             "--window", "16", "--repeats", "1", "--backends", "chunked",
+                             "--no-kinds", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert {r["backend"] for r in data["results"]} == {"chunked"} and data["kinds"] == []
+    assert all(r["max_err"] < 1e-4 for r in data["results"])  # still against the reference
+    code, _, err = run_cli("bench", "attention", "--backends", "sdpa,fast")
+    assert code == 2 and "--backends" in err and "fast" in err
