@@ -73,3 +73,11 @@ def test_validate_prints_the_shards_it_will_use(tmp_path):
     out = subprocess.run([sys.executable, "-m", "evotui", "validate", str(TINY)],
                          capture_output=True, text=True, check=True).stdout
     assert "parallel: auto: one slot per candidate" in out
+
+
+def test_train_refuses_an_fsdp_config_it_cannot_shard(run_cli, tmp_path):
+    path = tmp_path / "fsdp.yaml"
+    path.write_text(with_train(parallel="fsdp", shards=2))
+    code, _, err = run_cli("train", path, "--device", "cpu", "--steps", "2")
+    assert code == 2 and "train.parallel" in err and "evotui run" in err
+    assert err.count("\n") == 1

@@ -54,6 +54,11 @@ def train_one(config: Path, steps: int | None, device: str, out: Path | None,
     cfg = load(config)
     if data not in ("config", "offline"):
         raise UserError.single(f"unknown value {data!r}; use config or offline", path="--data")
+    if cfg.train.parallel == "fsdp":  # one process here: sharding needs the executor's slots
+        raise UserError.single(
+            "train.parallel fsdp trains over several slots, and `evotui train` runs one "
+            "process; use `evotui run` with --cpu-slots or --devices (or set parallel: none)",
+            source=str(config), path="train.parallel")
     if data == "offline":  # the embedded corpus, the model unchanged (evotui/data/offline.py)
         from evotui.data import offline
 

@@ -192,8 +192,9 @@ class Scheduling(_Base):
         elif isinstance(event, GuardEvent):
             self.log("guard", f"{cid} stopped by guard {event.reason} at step {event.step}",
                      cid)
-        elif isinstance(event, Log) and event.text.startswith("compile:"):
-            self.log("compile", f"{cid} {event.text}", cid)  # graphs, breaks, eager fallback
+        elif isinstance(event, Log) and event.text.startswith(("compile:", "fsdp:")):
+            # graphs, breaks, eager fallback; a sharded job's wait for slots and its ranks
+            self.log(event.text.split(":", 1)[0], f"{cid} {event.text}", cid)
         elif isinstance(event, Result):
             self._running.pop(cid, None)
             self._finish(cid, event, rung)

@@ -239,3 +239,5 @@ def test_a_cpu_run_of_fsdp_candidates_ends_with_checkpoints_that_load_unsharded(
         cfg.model = type(cfg.model).model_validate(entry["spec"])
         model = build_model(cfg.model, cfg.data.seq_len)
         model.load_state_dict(load_state(entry["checkpoint"]))  # every tensor, whole
+    log = (run / "run.log").read_text()
+    assert "fsdp: training on 2 ranks" in log  # run.log says which candidates trained sharded
