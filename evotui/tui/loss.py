@@ -11,6 +11,7 @@ curve's newest value and a sparkline instead.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -213,7 +214,8 @@ class LossPane(Widget, can_focus=True):
         if seen > len(rows):  # not the rows these points came from
             seen, points = 0, []
         points += [(r["step"], r["loss"]) for r in rows[seen:]
-                   if r["kind"] == kind and isinstance(r.get("loss"), int | float)]
+                   if r["kind"] == kind and isinstance(r.get("loss"), int | float)
+                   and math.isfinite(r["loss"])]  # a diverged step's inf is not a point
         self._points[(cid, kind)] = (len(rows), points)
         last = self.final(cid) if kind == "eval" else None
         if last is not None and all(step != last[0] for step, _ in points):

@@ -54,7 +54,10 @@ def draw(series: Sequence[Series], width: int, height: int, vlines: Sequence[flo
     ``│`` where no curve passes), y labels left of the rows they name and x values under the
     columns they name (each the value at a dot of its row or column: the first and last are
     the ends of the data's range), then ``xlabel``.
-    Empty ``series``: an empty frame, no values on its axes."""
+    Empty ``series``: an empty frame, no values on its axes. Points that are not finite (a
+    diverged loss) are not drawn."""
+    series = [Series([(x, y) for x, y in s.points if math.isfinite(x) and math.isfinite(y)],
+                     s.style, s.dots) for s in series]
     points = [p for s in series for p in s.points]
     xs = [x for x, _ in points] or [0.0, 1.0]
     ys = [y for _, y in points] or [0.0, 1.0]

@@ -47,3 +47,10 @@ def test_one_point_sits_mid_plot_and_nothing_gives_an_empty_frame():
     empty = lines()
     assert empty[0].strip().startswith("┌") and len(empty) == HEIGHT
     assert not any(ch.isdigit() for line in empty for ch in line)  # no values for no data
+
+
+def test_a_diverged_point_is_left_out_not_a_crash():
+    inf, nan = float("inf"), float("nan")
+    out = lines(Series([(0.0, 5.0), (50.0, inf), (75.0, nan), (100.0, 1.0)], "green"))
+    assert out == lines(Series([(0.0, 5.0), (100.0, 1.0)], "green"))
+    assert len(lines(Series([(1.0, inf)], "green"))) == HEIGHT  # nothing finite: empty frame
