@@ -63,6 +63,17 @@ def test_the_fields_round_trip_and_decide_the_ranks():
     assert memory.shards(none, capacity=int(0.7 * total)) == 1
 
 
+def test_auto_shards_divide_the_micro_batch():
+    data = to_data(load(TINY))
+    data["data"]["batch_size"] = 6  # 2 divides it, 4 does not
+    cfg = loads(yaml.safe_dump(data))
+    four = memory.training_memory(cfg, shards=4).total
+    two = memory.training_memory(cfg, shards=2).total
+    between = int((four + two) / 2 / memory.HEADROOM)  # 4 shards would fit, 2 would not
+    assert memory.shards_needed(cfg, between) is None  # never 4: 6 rows do not split in 4
+    assert memory.shards_needed(cfg, int(two / memory.HEADROOM) + 1) == 2
+
+
 def test_validate_prints_the_shards_it_will_use(tmp_path):
     path = tmp_path / "fsdp.yaml"
     path.write_text(with_train(parallel="fsdp", shards=2))
@@ -81,3 +92,13 @@ def test_train_refuses_an_fsdp_config_it_cannot_shard(run_cli, tmp_path):
     code, _, err = run_cli("train", path, "--device", "cpu", "--steps", "2")
     assert code == 2 and "train.parallel" in err and "evotui run" in err
     assert err.count("\n") == 1
+
+
+def test_run_refuses_more_shards_than_its_slots_before_making_a_run(run_cli, tmp_path):
+    path = tmp_path / "fsdp.yaml"
+    path.write_text(with_train(parallel="fsdp", shards=4))
+    run = tmp_path / "run"
+    code, _, err = run_cli("run", path, "--device", "cpu", "--cpu-slots", "2",
+                           "--run-dir", run)
+    assert code == 2 and "train.shards" in err and "--cpu-slots" in err
+    assert err.count("\n") == 1 and not run.exists()

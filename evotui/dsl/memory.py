@@ -128,6 +128,8 @@ def shards_needed(cfg: RunConfig, capacity: int, device: str = "cuda",
     for k in SHARD_CHOICES:
         if k > cfg.data.batch_size:
             break  # each rank needs at least one row of every micro-batch
+        if cfg.data.batch_size % k:
+            continue  # and the same number of rows (as train.shards must divide it)
         if training_memory(cfg, device, grad_ckpt, k).total <= HEADROOM * capacity:
             return k
     return None
@@ -192,8 +194,9 @@ def plan(cfg: RunConfig) -> str:
                 f"{cfg.data.batch_size // t.shards} rows of every micro-batch")
     if t.parallel == "none":
         return "none: one slot per candidate (train.parallel: none)"
-    needed = {size: shards(cfg, cap) for size, cap in GPU_SIZES.items()}
+    needed = {size: shards_needed(cfg, cap) for size, cap in GPU_SIZES.items()}
     if all(k == 1 for k in needed.values()):
         return "auto: one slot per candidate (it fits a 24 GiB GPU; CPU slots never shard)"
     return ("auto: FSDP shards on a GPU slot too small for it (" + ", ".join(
-        f"{size}: {k}" for size, k in needed.items()) + "); CPU slots never shard")
+        f"{size}: {k if k is not None else 'out of memory even over 8'}"
+        for size, k in needed.items()) + "); CPU slots never shard")

@@ -2,7 +2,8 @@
 
 :func:`slots` turns the flags into the executor's slots (``cuda:0``, ``cuda:1``, ``cpu``, ...),
 checking that what was asked for exists; :func:`single` is the device of a one-device command
-(``evotui train``, the benchmarks): ``cpu`` or ``cuda``; :func:`slot_name` spells one slot.
+(``evotui train``, the benchmarks): ``cpu`` or ``cuda``; :func:`slot_name` spells one slot;
+:func:`ranks` and :func:`check_shards` say how many FSDP ranks the slots allow.
 
 torch is imported only when a GPU may be used: without an NVIDIA driver (NVML cannot load) no
 CUDA device can exist, so ``auto`` means CPU at once and a process that hosts the engine (the
@@ -10,6 +11,8 @@ app's, for one) stays free of torch.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from evotui.errors import UserError
 
@@ -70,3 +73,26 @@ def slot_name(item: str | int) -> str:
     if text == "cpu" or (text.startswith("cuda:") and text[5:].isdigit()):
         return text
     raise ValueError(f"unknown device {item!r}; use a GPU index (0), cuda:N or cpu")
+
+
+def ranks(slots: list[str], device: str) -> int:
+    """How many FSDP ranks one job on ``device`` can have among ``slots``: the CPU slots, or
+    the distinct GPUs (k ranks train on k different GPUs)."""
+    if device == "cpu":
+        return slots.count("cpu")
+    return len({s for s in slots if s != "cpu"})
+
+
+def check_shards(cfg: Any, slots: list[str], source: str) -> None:
+    """A config that asks for more FSDP shards than these slots hold is refused before a run
+    starts (every candidate would fail: no mutation changes ``train``)."""
+    t = cfg.train
+    if t.parallel != "fsdp" or not slots:
+        return
+    have = ranks(slots, slots[0])
+    if t.shards > have:
+        what = "CPU slots" if slots[0] == "cpu" else "GPUs"
+        raise UserError.single(
+            f"{t.shards} shards need {t.shards} {what} of one node and this run has {have}; "
+            f"give more with {'--cpu-slots' if slots[0] == 'cpu' else '--devices'}, or lower "
+            "train.shards", source=source, path="train.shards")

@@ -52,7 +52,7 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
-from evotui.engine.devices import slot_name, slots
+from evotui.engine.devices import ranks, slot_name, slots
 from evotui.engine.events import Event, Failed, Log, Result, Started, WorkerError, parse
 from evotui.engine.executor import Executor, check_action
 from evotui.engine.jobs import Job, Warm
@@ -279,9 +279,7 @@ class LocalExecutor(Executor):
 
     def _capacity(self, device: str) -> int:
         """How many ranks one job on ``device`` can have: the CPU slots, or the GPUs."""
-        if kind(device) == "cpu":
-            return self.slots.count("cpu")
-        return len({s for s in self.slots if kind(s) == "cuda"})
+        return ranks(self.slots, device)
 
     def _shards(self, job: Job) -> tuple[int, bool]:
         """(the FSDP ranks ``job`` trains on, whether its config asks for them by number)."""

@@ -116,6 +116,7 @@ def open_run(flags: RunFlags, default_config: Path = DEFAULT_CONFIG,
         cfg = loads(store.config_yaml, source=str(run_dir / "config.yaml"))
         options = RunOptions(run_dir=run_dir, **store.get_state("options"))
         rungs = Rungs(tuple(store.get_state("rungs")["steps"]))
+        devices.check_shards(cfg, slots, str(run_dir / "config.yaml"))
         cfg = check_data(cfg, progress, rungs)
         generations = cfg.evolution.generations
     else:
@@ -123,6 +124,7 @@ def open_run(flags: RunFlags, default_config: Path = DEFAULT_CONFIG,
         cfg = _overridden(load(path), flags)
         name = cfg.model.name or Path(path).stem
         run_dir = flags.run_dir or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        devices.check_shards(cfg, slots, str(path))  # before a run directory exists
         integrity.prepare_new_run_dir(run_dir)  # a run there is refused, a half-made one redone
         try:
             integrity.check_init_checkpoint(cfg, str(path))  # whole, finite, of this genome
