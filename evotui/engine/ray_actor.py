@@ -157,8 +157,8 @@ class SlotActor:
                     job, device=local_device(job.device))
                 final = worker.execute(here, self._send(job.candidate_id), flag, self.threads)
                 data = None
-                if blobs is not None and final.get("kind") == "result" and final.get(
-                        "checkpoint"):
+                if blobs is not None and not job.rank and final.get(  # rank 0 wrote it
+                        "kind") == "result" and final.get("checkpoint"):
                     data = Path(final["checkpoint"]).read_bytes()
                 return final, data
             finally:

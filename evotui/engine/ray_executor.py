@@ -221,7 +221,15 @@ class RayExecutor(Executor):
 
     def _grant(self) -> None:
         """Under the lock: waiting FSDP jobs hold the idle slots (:func:`hold`); those with k
-        on one node start there; the slots a started job let go may complete another."""
+        on one node start there; the slots a started job let go may complete another. A job
+        that no node can hold once every slot is placed (a node lost for good) fails, saying
+        so, rather than holding the idle slots forever."""
+        for w in list(self._waiting):
+            reason = refusal(w.job, self._slots)
+            if reason is not None:
+                self._waiting.remove(w)
+                release(self._slots, w.job.candidate_id)
+                self._emit(w.job.candidate_id, parse({"kind": "failed", "reason": reason}))
         started = True
         while started:
             started = False
@@ -334,6 +342,11 @@ class RayExecutor(Executor):
                 self._finish(slot, final, data)
         except RayActorError as e:
             self._died(slot, e)
+        except Exception as e:  # noqa: BLE001 - the monitor thread must outlive any one job
+            if what == "run":  # e.g. a copied checkpoint the object store lost: the job fails
+                self._finish(slot, {"kind": "error", "error": f"{type(e).__name__}: {e}"}, None)
+            else:
+                self._died(slot, e)
 
     def _events(self, slot: Slot, events: list[tuple[str, Event]]) -> None:
         job = slot.job

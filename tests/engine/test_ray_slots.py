@@ -55,3 +55,23 @@ def test_a_job_no_node_can_hold_is_refused_with_a_reason():
                                                  "train.shards)")
     assert refusal(job("w", 2), [slot("a"), slot(None)]) is None  # Ray may place it on a
     assert refusal(job("w", 2), [slot("a"), slot("a")]) is None
+
+
+def test_a_waiting_job_fails_once_no_node_can_ever_hold_it():
+    import pytest
+
+    pytest.importorskip("ray")
+    from evotui.engine.ray_executor import RayExecutor
+
+    ex = RayExecutor.__new__(RayExecutor)  # its slot bookkeeping only: no cluster
+    ex._slots, ex._waiting, sent = [slot("a"), slot(None)], [], []
+    ex._emit = lambda cid, event: sent.append((cid, event))
+    w = Waiting(job("w", 2), None)
+    ex._waiting.append(w)
+    ex._grant()  # the second actor is not placed yet: it may land beside the first
+    assert ex._waiting == [w] and not sent and ex._slots[0].held_by == "w"
+    ex._slots[1].info = {"node": "b", "pid": 2, "ip": "10.0.0.2"}  # placed on another node
+    ex._grant()
+    assert ex._waiting == [] and [cid for cid, _ in sent] == ["w"]
+    assert sent[0][1]["kind"] == "failed" and "on one node is 1" in sent[0][1]["reason"]
+    assert all(s.held_by is None for s in ex._slots)  # what it held is free again

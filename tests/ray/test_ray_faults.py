@@ -89,17 +89,19 @@ def test_an_fsdp_candidate_no_node_can_hold_fails_with_a_reason(ray_cluster, con
 
 
 @pytest.mark.slow  # two actors train one candidate, then one of them is killed
+@pytest.mark.parametrize("mode", ["shared", "copy"])
 def test_an_fsdp_candidate_trains_on_two_actors_of_one_node(ray_cluster, config, token_cache,
-                                                            tmp_path):
+                                                            tmp_path, mode):
     """Two CPU slots of one node: a 2-shard candidate takes both, its checkpoint loads
-    unsharded; then the actor of rank 1 is SIGKILLed mid-candidate: the candidate fails naming
-    the rank, and both slots come back."""
+    unsharded (written where the engine reads it, or copied home from rank 0 alone); then the
+    actor of rank 1 is SIGKILLed mid-candidate: the candidate fails naming the rank, and both
+    slots come back."""
     from evotui.data import prepare
     from evotui.dsl import RunConfig, parse
     from evotui.train import checkpoint as ckpt
     from evotui.train.trainer import CandidateTrainer
 
-    ex = ray_executor.RayExecutor(["cpu", "cpu"])
+    ex = ray_executor.RayExecutor(["cpu", "cpu"], checkpoints=mode)
     data = fsdp(config, 2)
 
     def both_free():
@@ -126,6 +128,8 @@ def test_an_fsdp_candidate_trains_on_two_actors_of_one_node(ray_cluster, config,
         meta = ckpt.load(result["checkpoint"], trainer.model, trainer.optimizer)
         assert (meta["step"], meta["shards"]) == (3, 2)
         assert trainer.measure()["loss"] == pytest.approx(result["metrics"]["loss"], rel=1e-4)
+        if mode == "copy":
+            return  # the kill below is the same in either mode
 
         both_free()
         events = drive(ex, [job(data, token_cache, tmp_path, "k", LONG)], rank_1_dies,
