@@ -67,9 +67,9 @@ def frontier(source: Annotated[Path, typer.Argument(help="A run directory or fro
 
 
 def _command(run_dir: Path, candidate: str, action: str, queue: bool = False) -> None:
-    """Write one command; refuse at once what nothing could ever act on (an unknown or a
-    failed, killed or stopped candidate); on a live run, wait a moment for the engine's answer
-    and print it (exit 1 when the engine refused)."""
+    """Write one command; refuse at once (exit 2, nothing written) an unknown candidate or one
+    nothing could ever act on (failed, killed or stopped); on a live run, wait a moment for the
+    engine's answer and print it (exit 1 when the engine refused)."""
     from evotui.engine import integrity
     from evotui.engine.store import RunStore
     from evotui.lifecycle import TRANSITIONS, command_refusal
@@ -99,7 +99,7 @@ def _command(run_dir: Path, candidate: str, action: str, queue: bool = False) ->
         raise typer.Exit(1)
     else:
         typer.echo(f"{action} {candidate}: requested (command {cid}); pending: the engine acts "
-                   "at the candidate's next step boundary")
+                   "at the next point it can (a running candidate's next step boundary)")
 
 
 def pause(run_dir: RunDirArg, candidate: str, queue: QueueOpt = False) -> None:

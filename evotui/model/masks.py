@@ -6,7 +6,8 @@
   ``chunk_groups``: that layout as the batched calls the backend makes (``chunk_work``: their
   size).
 
-All are cached per (pattern, T, device), so the layers of a model share one mask. Under
+All are cached per (pattern, T, device) (``chunk_groups`` also per group split and dtype, at
+most 32 layouts), so the layers of a model share one mask. Under
 ``torch.compile`` the masks are never rebuilt inside the graph: the cached tensors enter it as
 constants (``assume_constant_result``). Besides saving the work, this sidesteps an Inductor
 bug (torch 2.13, CPU at least) that drops the tail of ``arange(T) // s`` when ``s`` does not
