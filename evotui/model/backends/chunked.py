@@ -7,12 +7,11 @@ trimmed per chunk to the first key any of its queries attends, plus, for ``local
 every ``global_stride``-th key outside its band, all in one softmax (the same result as merging
 a local and a global attention by their log-sum-exp, in one kernel call). ``dilated`` runs as
 ``dilation`` interleaved subsequences, each a plain window. Chunks that read about the same
-number of keys form a group (``masks.chunk_groups``; a group holds at least
-``masks.GROUP_SHARE`` of
-the chunks, its band the widest of theirs), and each group is ONE call of SDPA over
-(chunks, chunk, keys) tiles with a cached mask from ``Pattern.allowed`` (additive in the query
-dtype, boolean where a score bias such as ALiBi is added; the pattern
-stays the single source of truth), so the fused CPU kernel does the work, forward and
+number of keys form a group (``masks.chunk_groups``: a group holds at least
+``masks.GROUP_SHARE`` of the chunks, its band the widest of theirs), and each group is ONE call
+of SDPA over (chunks, chunk, keys) tiles with a cached mask from ``Pattern.allowed`` (additive
+in the query dtype, boolean where a score bias such as ALiBi is added; the pattern stays the
+single source of truth), so the fused CPU kernel does the work, forward and
 backward, with no score tile ever materialised. With GQA / MQA the query heads that share a
 key head are stacked on the tile's rows, so K/V are gathered once per key head.
 Dense causal attention goes to SDPA's ``is_causal`` kernel directly.
