@@ -46,3 +46,17 @@ class Warm:
     config: dict[str, Any]
     device: str = "cpu"
     cache_dir: str | None = None
+
+
+def job_shards(job: Job, capacity: int | None) -> tuple[int, bool]:
+    """(the FSDP ranks ``job`` trains on where a slot holds ``capacity`` bytes, None where that
+    is unknown: see :func:`evotui.dsl.memory.shards`; whether its config asks for them by
+    number). Every executor decides by this one rule."""
+    from evotui.dsl import RunConfig, parse
+    from evotui.dsl.memory import shards
+
+    try:
+        cfg = parse(job.config, RunConfig, source=f"candidate {job.candidate_id}")
+    except Exception:  # noqa: BLE001 - the worker reports a bad config as the job's error
+        return 1, False
+    return shards(cfg, capacity), cfg.train.parallel == "fsdp"

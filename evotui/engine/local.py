@@ -55,7 +55,7 @@ from typing import Any
 from evotui.engine.devices import ranks, slot_name, slots
 from evotui.engine.events import Event, Failed, Log, Result, Started, WorkerError, parse
 from evotui.engine.executor import Executor, check_action
-from evotui.engine.jobs import Job, Warm
+from evotui.engine.jobs import Job, Warm, job_shards
 from evotui.engine.worker import KILL, PAUSE, run_job, serve
 
 Target = Callable[..., None]
@@ -283,14 +283,7 @@ class LocalExecutor(Executor):
 
     def _shards(self, job: Job) -> tuple[int, bool]:
         """(the FSDP ranks ``job`` trains on, whether its config asks for them by number)."""
-        from evotui.dsl import RunConfig, parse
-        from evotui.dsl.memory import shards
-
-        try:
-            cfg = parse(job.config, RunConfig, source=f"candidate {job.candidate_id}")
-        except Exception:  # noqa: BLE001 - the worker reports a bad config as the job's error
-            return 1, False
-        return shards(cfg, slot_memory(job.device)), cfg.train.parallel == "fsdp"
+        return job_shards(job, slot_memory(job.device))
 
     def _grant(self) -> list[tuple[_Worker, bytes]]:
         """Give free slots to waiting sharded jobs, oldest first; start those that have all

@@ -46,7 +46,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from evotui.atomic import write_bytes
 from evotui.engine.events import parse
 from evotui.engine.executor import Event, Executor, check_action
-from evotui.engine.jobs import Job, Warm
+from evotui.engine.jobs import Job, Warm, job_shards
 from evotui.engine.ray_actor import SlotActor
 from evotui.engine.ray_cluster import (  # noqa: F401 - the executor's module offers them
     answers,
@@ -103,8 +103,7 @@ class RayExecutor(Executor):
                     + [w.job.candidate_id for w in self._waiting])
 
     def submit(self, job: Job) -> None:
-        train = job.config.get("train") or {}
-        shards = int(train.get("shards", 1)) if train.get("parallel") == "fsdp" else 1
+        shards, _ = job_shards(job, None)  # on Ray, auto trains unsharded
         blobs = self._ship(job) if self.checkpoints == "copy" else None
         with self._lock:
             if self._closing:

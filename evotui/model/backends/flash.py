@@ -22,13 +22,10 @@ def flash_fn() -> Any:
     """``flash_attn.flash_attn_func``, or None (logged once) when it cannot be imported."""
     try:
         from flash_attn import flash_attn_func
-    except ModuleNotFoundError as e:
-        if e.name == "flash_attn":
-            return None  # not installed: the normal case, nothing to say
-        log.warning("flash-attn unavailable, using the other backends: %s: %s",  # a broken
-                    type(e).__name__, str(e).splitlines()[0] if str(e) else "")  # wheel's part
-        return None
     except Exception as e:  # noqa: BLE001 - a broken wheel fails in many ways
+        if isinstance(e, ModuleNotFoundError) and e.name == "flash_attn":
+            return None  # not installed: the normal case, nothing to say
+        # a broken wheel (its compiled part missing, an ABI mismatch, ...): one line
         log.warning("flash-attn unavailable, using the other backends: %s: %s",
                     type(e).__name__, str(e).splitlines()[0] if str(e) else "")
         return None
