@@ -234,7 +234,9 @@ class RayExecutor(Executor):
             started = False
             for w, ranks in hold(self._slots, self._waiting):
                 try:
-                    port = ray.get(ranks[0].actor.free_port.remote(), timeout=60)
+                    # under the lock, from the engine's loop: an idle actor answers at once,
+                    # one that does not in a few seconds is treated as gone for this pass
+                    port = ray.get(ranks[0].actor.free_port.remote(), timeout=5)
                 except (RayActorError, GetTimeoutError):
                     continue  # that actor is gone: its death frees the slot; the job waits on
                 release(self._slots, w.job.candidate_id)
