@@ -56,7 +56,7 @@ if [ "$CPU" = 1 ]; then
            --config configs/tiny.yaml)
   SCALE=(--dim 128 --seq-len 128) SCALED=scalehop_small.yaml
   RUN=(--device cpu --population 2 --generations 1 --steps 2 --eval-batches 1)
-  RUNG1=1 T_TEST=300 T_ATTN=300 T_TRAIN=300 T_COMPILE=300 T_RUN=300
+  RUNG1=1 T_TEST=300 T_ATTN=300 T_TRAIN=300 T_COMPILE=300 T_RUN=600
 else
   DEV=cuda
   ATTN=(--device cuda --seq-len 2048)

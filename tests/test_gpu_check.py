@@ -19,12 +19,12 @@ SCRIPT = ROOT / "scripts" / "gpu_check.sh"
                     reason="about 2 minutes on 2 cores: set EVOTUI_GPU_CHECK_CPU=1 (CI does)")
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
                     reason="needs bash and coreutils timeout")
-@pytest.mark.timeout(900)  # the script's own limit below; the suite's 300 s is per unit test
+@pytest.mark.timeout(1800)  # the script's own limit below; the suite's 300 s is per unit test
 def test_gpu_check_cpu_mode(tmp_path, token_cache) -> None:
     out = tmp_path / "check"
     env = os.environ | {"PYTHON": sys.executable, "EVOTUI_CACHE": str(token_cache)}
     proc = subprocess.run(["bash", str(SCRIPT), str(out), "--cpu"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=1800)
     steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
     failed = {s["step"]: (out / f"{s['step']}.log").read_text()[-2000:]
               for s in steps if s["rc"] != 0}
