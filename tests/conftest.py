@@ -63,3 +63,17 @@ def tiny_run(tmp_path_factory, token_cache):
         timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    """configs/tiny.yaml as a job's plain-data config with the shortest evaluation: what the
+    executor tests (local, sharded, Ray) give their workers."""
+    from evotui.dsl import load, to_data
+
+    cfg = load(ROOT / "configs" / "tiny.yaml")
+    cfg.train.eval_batches = 1
+    cfg.train.passkey_eval_batches = 1
+    cfg.train.log_interval = 1
+    return to_data(cfg)
+

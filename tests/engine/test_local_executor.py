@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from evotui.dsl import load, to_data
 from evotui.engine.events import Log
 from evotui.engine.jobs import Job
 from evotui.engine.local import LocalExecutor, device_slots
@@ -33,14 +32,6 @@ def cache_dir(token_cache) -> str:
     """The session's token cache: tiny's corpus tokenised once, so workers only read it."""
     return str(token_cache)
 
-
-@pytest.fixture(scope="module")
-def config() -> dict:
-    cfg = load(TINY)
-    cfg.train.eval_batches = 1
-    cfg.train.passkey_eval_batches = 1
-    cfg.train.log_interval = 1
-    return to_data(cfg)
 
 
 def make_job(config: dict, cache_dir: str, out: Path, cid: str, until: int, **kw) -> Job:

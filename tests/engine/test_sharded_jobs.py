@@ -14,25 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from evotui.dsl import load, to_data
 from evotui.engine.events import Result
 from evotui.engine.jobs import Job
 from evotui.engine.local import LocalExecutor
 from evotui.engine.worker import _sender
-from tests.conftest import ROOT
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="POSIX signals")
 
 TERMINAL = ("result", "failed")
 
-
-@pytest.fixture(scope="module")
-def config() -> dict:
-    cfg = load(ROOT / "configs" / "tiny.yaml")
-    cfg.train.eval_batches = 1
-    cfg.train.passkey_eval_batches = 1
-    cfg.train.log_interval = 1
-    return to_data(cfg)
 
 
 def sharded(config: dict, shards: int, parallel: str = "fsdp") -> dict:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from evotui.dsl import load, to_data
 from evotui.engine.jobs import Job
 from tests.conftest import ROOT
 
@@ -22,14 +21,6 @@ TINY = ROOT / "configs" / "tiny.yaml"
 TERMINAL = ("result", "failed")
 LONG = 500  # steps: still running when the test acts on it
 
-
-@pytest.fixture(scope="module")
-def config() -> dict:
-    cfg = load(TINY)
-    cfg.train.eval_batches = 1
-    cfg.train.passkey_eval_batches = 1
-    cfg.train.log_interval = 1
-    return to_data(cfg)
 
 
 def job(config: dict, cache: Path, out: Path, cid: str, until: int, **kw) -> Job:

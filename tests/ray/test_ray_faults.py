@@ -15,21 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from evotui.dsl import load, to_data
-from tests.conftest import ROOT
 from tests.ray.test_ray_executor import LONG, drive, job, shut, terminal
 
 ray_executor = pytest.importorskip("evotui.engine.ray_executor")
 from evotui.engine import ray_actor  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def config() -> dict:
-    cfg = load(ROOT / "configs" / "tiny.yaml")
-    cfg.train.eval_batches = 1
-    cfg.train.passkey_eval_batches = 1
-    cfg.train.log_interval = 1
-    return to_data(cfg)
 
 
 def test_a_new_actor_removes_the_scratch_of_dead_ones(tmp_path):
